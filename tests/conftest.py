@@ -1,0 +1,53 @@
+"""Tiny configs and tiny transformers reference models shared by the tests (nothing is downloaded)."""
+
+import pytest
+import torch
+import transformers
+
+import modeling_data2vec_unified as d2v
+
+torch.set_num_threads(2)
+
+TINY_ENCODER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                    average_top_k_layers=2)
+TINY_FRONT = {
+    "text": dict(vocab_size=99, max_position_embeddings=40),
+    "vision": dict(image_size=32, patch_size=8, num_channels=3),
+    "audio": dict(conv_dim=[16, 16, 16], conv_stride=[5, 2, 2], conv_kernel=[10, 3, 3],
+                  num_conv_pos_embeddings=2, conv_pos_kernel_size=5, num_conv_pos_embedding_groups=4),
+}
+
+
+def tiny_config(modality: str, **overrides) -> d2v.Data2VecConfig:
+    return d2v.Data2VecConfig(modality=modality, **{**TINY_ENCODER, **TINY_FRONT[modality], **overrides})
+
+
+def tiny_transformers_model(modality: str, cls_name: str | None = None, **overrides):
+    """A small random transformers Data2Vec* model with every parameter randomised (not left at its init),
+    so that no mapping mistake can hide behind zeros or ones."""
+    common = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+    if modality == "text":
+        cfg = transformers.Data2VecTextConfig(**common, vocab_size=99, max_position_embeddings=40,
+                                              type_vocab_size=2, layer_norm_eps=1e-5, **overrides)
+        cls = getattr(transformers, cls_name or "Data2VecTextModel")
+    elif modality == "vision":
+        cfg = transformers.Data2VecVisionConfig(**common, image_size=32, patch_size=8, use_mask_token=True,
+                                                **overrides)
+        cls = getattr(transformers, cls_name or "Data2VecVisionModel")
+    else:
+        cfg = transformers.Data2VecAudioConfig(**common, conv_dim=(16, 16, 16), conv_stride=(5, 2, 2),
+                                               conv_kernel=(10, 3, 3), num_conv_pos_embeddings=2,
+                                               conv_pos_kernel_size=5, num_conv_pos_embedding_groups=4,
+                                               **overrides)
+        cls = getattr(transformers, cls_name or "Data2VecAudioModel")
+    torch.manual_seed(0)
+    model = cls(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "norm" in name.lower() and name.endswith("weight") else 0))
+    return model.eval()
+
+
+@pytest.fixture(params=["text", "vision", "audio"])
+def modality(request):
+    return request.param
