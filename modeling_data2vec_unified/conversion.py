@@ -333,7 +333,7 @@ def example_inputs(config: Data2VecConfig, batch_size: int = 2, generator: torch
     if config.modality == "vision":
         S = config.image_size
         return {"pixel_values": torch.randn(batch_size, config.num_channels, S, S, generator=g)}
-    S = max(4 * config.receptive_field, 2 * config.inputs_to_logits_ratio + config.receptive_field)
+    S = 24 * config.inputs_to_logits_ratio + config.receptive_field  # 25 frames; a third is padding in the last
     mask = torch.ones(batch_size, S, dtype=torch.long)
     mask[-1, S - S // 3 :] = 0
     wave = torch.randn(batch_size, S, generator=g) * mask

@@ -600,7 +600,7 @@ class Data2VecPreTrainedModel(PreTrainedModel):
     def _check_modality(cls, modality: str, where) -> None:
         if cls.modality is not None and modality != cls.modality:
             raise ValueError(
-                f"{where} holds a {modality} model; {cls.__name__} is the {cls.modality} model. Load it with "
+                f"{where} is a {modality} checkpoint; {cls.__name__} is the {cls.modality} model. Load it with "
                 f"{MODEL_CLASS_NAMES[modality]} or AutoModel.from_pretrained."
             )
 
