@@ -19,8 +19,9 @@ setup(
         "datasets>=4.0",
         "evaluate>=0.4",
         "safetensors>=0.4",
+        "scikit-learn>=1.3",  # built-in default data (digits) and linear probes
     ],
-    extras_require={"dev": ["pytest>=8", "scikit-learn>=1.3"]},
+    extras_require={"dev": ["pytest>=8"]},
     entry_points={"console_scripts": ["data2vec-convert=modeling_data2vec_unified.conversion:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
