@@ -162,6 +162,8 @@ def main(argv=None) -> None:
     for r in results:
         print(f"{r['modality']}: ours={r['ours'] * 1e3:.1f}ms theirs={r['theirs'] * 1e3:.1f}ms "
               f"(transformers attn={r['attn']}) ratio={r['ratio']:.3f}")
+    # other processes on the machine make timings noisy: the load average says whether there were any
+    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"max_ratio={max(r['ratio'] for r in results):.3f}")
 
 
