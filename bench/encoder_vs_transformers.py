@@ -135,6 +135,11 @@ def bench(modality: str, size: str, iters: int, warmup: int) -> dict:
                 ours=ours_s, theirs=theirs_s, ratio=ours_s / theirs_s, attn=theirs.config._attn_implementation)
 
 
+def load_average() -> str:
+    """1, 5 and 15 min load averages: other processes on the machine make the timings noisy."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=list(ENCODERS), default="small")
@@ -150,7 +155,8 @@ def main(argv=None) -> None:
     transformers.logging.disable_progress_bar()
     modalities = list(TRANSFORMERS_CLASSES) if args.modality == "all" else [args.modality]
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads, "
-          f"size={args.size}, {iters} timed + {warmup} warm-up iterations per model, alternating")
+          f"size={args.size}, {iters} timed + {warmup} warm-up iterations per model, alternating; "
+          f"load average: {load_average()}")
     header = f"{'modality':<8} {'input':>14} {'tokens':>6} {'max|diff|':>9} {'ours ms':>9} {'theirs ms':>9} {'ratio':>6}"
     print(header)
     results = []
@@ -162,8 +168,7 @@ def main(argv=None) -> None:
     for r in results:
         print(f"{r['modality']}: ours={r['ours'] * 1e3:.1f}ms theirs={r['theirs'] * 1e3:.1f}ms "
               f"(transformers attn={r['attn']}) ratio={r['ratio']:.3f}")
-    # other processes on the machine make timings noisy: the load average says whether there were any
-    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"load average at the end: {load_average()}")
     print(f"max_ratio={max(r['ratio'] for r in results):.3f}")
 
 

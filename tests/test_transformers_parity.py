@@ -35,3 +35,22 @@ def test_outputs_equal_transformers(modality, overrides, tmp_path):
     with torch.no_grad():
         ours.encoder.layers[-1].fc2.weight.add_(0.1 * torch.randn_like(ours.encoder.layers[-1].fc2.weight))
     assert max_output_difference(ours, theirs, inputs) > 1e-3
+
+
+@pytest.mark.parametrize("modality", ["vision", "audio"])
+def test_masked_inputs_equal_transformers(modality, tmp_path):
+    """The mask token (vision) and the masked-frame embedding (audio) are mapped and applied as transformers does."""
+    theirs = tiny_transformers_model(modality, **({"use_shared_relative_position_bias": True}
+                                                  if modality == "vision" else {}))
+    ours = _load_ours(theirs, tmp_path, d2v.MODEL_CLASSES[modality])
+    inputs = example_inputs(ours.config)
+    g = torch.Generator().manual_seed(1)
+    if modality == "vision":
+        inputs["bool_masked_pos"] = torch.rand(2, 16, generator=g) < 0.5
+    else:
+        frames = int(ours.embeddings.output_lengths(torch.tensor(inputs["input_values"].shape[1])))
+        inputs["mask_time_indices"] = torch.rand(2, frames, generator=g) < 0.5
+    assert max_output_difference(ours, theirs, inputs) <= 1e-4
+    unmasked = {k: v for k, v in inputs.items() if k not in ("bool_masked_pos", "mask_time_indices")}
+    with torch.no_grad():
+        assert not torch.allclose(ours(**inputs).last_hidden_state, ours(**unmasked).last_hidden_state)
