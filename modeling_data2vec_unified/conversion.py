@@ -18,7 +18,7 @@ import torch
 from transformers import PreTrainedConfig
 from transformers.utils import cached_file
 
-from .configuration_data2vec import Data2VecConfig
+from .configuration_data2vec import MODALITY_DEFAULTS, Data2VecConfig
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +121,8 @@ def config_from_transformers(config_dict: dict) -> Data2VecConfig:
         if d.get("mask_time_prob"):
             fields["mask_length"] = d.get("mask_time_length", 10)
     layers = fields.get("num_hidden_layers", 12)
-    return Data2VecConfig(modality=modality, average_top_k_layers=min(layers, _default_top_k(modality)), **fields)
-
-
-def _default_top_k(modality: str) -> int:
-    from .configuration_data2vec import MODALITY_DEFAULTS
-
-    return MODALITY_DEFAULTS[modality]["average_top_k_layers"]
+    top_k = min(layers, MODALITY_DEFAULTS[modality]["average_top_k_layers"])
+    return Data2VecConfig(modality=modality, average_top_k_layers=top_k, **fields)
 
 
 # ---- 2. rename table ----------------------------------------------------------------------------------------------

@@ -591,7 +591,7 @@ class Data2VecPreTrainedModel(PreTrainedModel):
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         if model_type in TRANSFORMERS_MODEL_TYPES:
             cls._check_modality(TRANSFORMERS_MODEL_TYPES[model_type], pretrained_model_name_or_path)
-            return load_from_transformers(cls, pretrained_model_name_or_path, config_dict, **kwargs)
+            return load_from_transformers(cls, pretrained_model_name_or_path, config_dict, *model_args, **kwargs)
         known = ", ".join([Data2VecConfig.model_type, *TRANSFORMERS_MODEL_TYPES])
         raise ValueError(
             f"{pretrained_model_name_or_path} holds a model of type {model_type!r}, not a data2vec model "
