@@ -1,27 +1,40 @@
 """data2vec self-supervised models for text, images and speech, in the HuggingFace ecosystem."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 from .configuration_data2vec import MODALITIES, MODALITY_DEFAULTS, Data2VecConfig
 from .conversion import config_from_transformers, convert_checkpoint, convert_state_dict
+from .ema import EMATeacher, ema_decay_at
+from .masking import DataCollatorForData2VecPretraining, block_mask, check_batch, text_span_mask, time_span_mask
 from .modeling_data2vec import (
     MODEL_CLASSES,
     Data2VecAudioModel,
+    Data2VecCollapseError,
     Data2VecEncoder,
     Data2VecEncoderOutput,
+    Data2VecForPreTraining,
+    Data2VecForPreTrainingOutput,
     Data2VecModel,
     Data2VecModelOutput,
     Data2VecPreTrainedModel,
     Data2VecTextModel,
     Data2VecVisionModel,
+    data2vec_targets,
+    normalize_targets,
 )
 
 __version__ = "0.1.0"
 
 AutoConfig.register(Data2VecConfig.model_type, Data2VecConfig, exist_ok=True)
 AutoModel.register(Data2VecConfig, Data2VecModel, exist_ok=True)
+AutoModelForPreTraining.register(Data2VecConfig, Data2VecForPreTraining, exist_ok=True)
 
 __all__ = [
+    "DataCollatorForData2VecPretraining",
+    "Data2VecCollapseError",
+    "Data2VecForPreTraining",
+    "Data2VecForPreTrainingOutput",
+    "EMATeacher",
     "MODALITIES",
     "MODALITY_DEFAULTS",
     "Data2VecAudioModel",
@@ -33,7 +46,14 @@ __all__ = [
     "Data2VecPreTrainedModel",
     "Data2VecTextModel",
     "Data2VecVisionModel",
+    "block_mask",
+    "check_batch",
     "config_from_transformers",
     "convert_checkpoint",
     "convert_state_dict",
+    "data2vec_targets",
+    "ema_decay_at",
+    "normalize_targets",
+    "text_span_mask",
+    "time_span_mask",
 ]

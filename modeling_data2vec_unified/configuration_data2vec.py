@@ -55,8 +55,9 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         average_top_k_layers=6, target_layer_output="block", target_layer_norm="layer", target_final_norm="layer",
         loss_beta=2.0, loss_scale=None, head_layers=1, teacher_scope="model",
         ema_decay=0.9998, ema_end_decay=0.9998, ema_anneal_end_step=0,
-        # BEiT block masking: 60% of patches (120 of 196), blocks of >= 16 patches, aspect in [0.3, 1/0.3]
-        mask_prob=0.6, mask_length=16, mask_min_aspect=0.3,
+        # BEiT block masking: data2vec masks 120 of the 196 patches (~60%), blocks of >= 16 patches, aspect
+        # ratio log-uniform in [0.3, 1/0.3]
+        mask_prob=120 / 196, mask_length=16, mask_min_aspect=0.3,
     ),
     "audio": dict(
         # wav2vec 2.0 base layout with a layer-normed conv feature encoder and a 5-layer positional conv
@@ -213,6 +214,12 @@ class Data2VecConfig(PreTrainedConfig):
     def inputs_to_logits_ratio(self) -> int:
         """Audio: input samples per output frame."""
         return math.prod(self.conv_stride)
+
+    def num_audio_frames(self, num_samples):
+        """Audio: frames the conv feature encoder yields for `num_samples` samples (an int or a tensor)."""
+        for kernel, stride in zip(self.conv_kernel, self.conv_stride):
+            num_samples = (num_samples - kernel) // stride + 1
+        return num_samples
 
     @property
     def receptive_field(self) -> int:

@@ -102,7 +102,7 @@ def _padding_bias(model):
     if model.config.modality == "text":
         mask = inputs["attention_mask"]
     elif model.config.modality == "audio":
-        frames = int(model.embeddings.output_lengths(torch.tensor(inputs["input_values"].shape[1])))
+        frames = model.config.num_audio_frames(inputs["input_values"].shape[1])
         mask = model.embeddings.frame_attention_mask(inputs["attention_mask"], frames)
     else:
         return None

@@ -1,0 +1,92 @@
+"""The EMA teacher: an exponential moving average of (part of) the student, and its decay schedule.
+
+data2vec (Baevski et al., 2022) builds its regression targets with a teacher whose weights follow the
+student: after every optimizer step, teacher <- decay * teacher + (1 - decay) * student, with the decay
+annealed linearly from `ema_decay` to `ema_end_decay` over `ema_anneal_end_step` updates and then held.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def ema_decay_at(num_updates: int, start: float, end: float, anneal_end_step: int) -> float:
+    """The decay used by update number `num_updates` (0-based): linear from `start` to `end` over
+    `anneal_end_step` updates, then `end`. A pure function of the count, so a resumed run continues exactly."""
+    if num_updates >= anneal_end_step:
+        return end
+    return start + (end - start) * num_updates / anneal_end_step
+
+
+class EMATeacher(nn.Module):
+    """A frozen fp32 copy of `source` that follows it by EMA.
+
+    The copy never receives gradients and stays in eval mode (no dropout, no layer drop) whatever
+    `train()` is called with. `update(source)` is one fused `torch._foreach_lerp_` over parameter lists
+    built on the first update; the update count travels in `state_dict()` (as extra state) with the weights.
+    """
+
+    def __init__(self, source: nn.Module, decay: float, end_decay: float, anneal_end_step: int):
+        super().__init__()
+        self.model = copy.deepcopy(source).float().requires_grad_(False)
+        self.model.eval()
+        self.decay_start, self.decay_end, self.anneal_end_step = decay, end_decay, anneal_end_step
+        self.num_updates = 0
+        self._source_id: int | None = None
+        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def train(self, mode: bool = True) -> EMATeacher:
+        return super().train(False)  # the teacher is always in eval mode
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    @property
+    def decay(self) -> float:
+        """The decay the next `update` uses."""
+        return ema_decay_at(self.num_updates, self.decay_start, self.decay_end, self.anneal_end_step)
+
+    def _parameter_pairs(self, source: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if self._pairs is None or self._source_id != id(source):
+            ours = dict(self.model.named_parameters())
+            theirs = dict(source.named_parameters())
+            if ours.keys() != theirs.keys():
+                raise ValueError(
+                    "the EMA source does not have the teacher's parameters: "
+                    f"missing {sorted(ours.keys() - theirs.keys())[:5]}, extra {sorted(theirs.keys() - ours.keys())[:5]}"
+                )
+            names = list(ours)
+            self._pairs = ([ours[n] for n in names], [theirs[n] for n in names])
+            self._source_id = id(source)
+        return self._pairs
+
+    @torch.no_grad()
+    def update(self, source: nn.Module) -> float:
+        """One EMA step towards `source` at the scheduled decay; returns the decay used."""
+        decay = self.decay
+        if decay < 1.0:
+            ema, student = self._parameter_pairs(source)
+            if student[0].dtype != ema[0].dtype:  # a student cast to half precision: average in fp32
+                student = [p.to(ema[0].dtype) for p in student]
+            torch._foreach_lerp_(ema, student, 1.0 - decay)  # ema += (1 - decay) * (student - ema)
+        self.num_updates += 1
+        return decay
+
+    @torch.no_grad()
+    def reset(self, source: nn.Module) -> None:
+        """Copy `source` into the teacher and restart the schedule."""
+        ema, student = self._parameter_pairs(source)
+        torch._foreach_copy_(ema, student)
+        self.num_updates = 0
+
+    def get_extra_state(self) -> dict:
+        return {"num_updates": self.num_updates}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.num_updates = int(state["num_updates"])
+
+
+__all__ = ["EMATeacher", "ema_decay_at"]

@@ -1,0 +1,403 @@
+"""data2vec's masks, per modality, and the collator that draws them.
+
+Mask convention: True = masked, i.e. hidden from the student (the loss is computed there).
+
+- text:   contiguous spans over the non-special tokens (data2vec text: spans of 4 over 35% of the tokens);
+          with `mask_length=1, mask_prob=0.15` and 10%/10% random/unchanged this is BERT's 80/10/10.
+- vision: BEiT block masking: rectangles of >= `mask_length` patches with a log-uniform aspect ratio,
+          until round(mask_prob * patches) patches are masked.
+- audio:  wav2vec 2.0 / data2vec span masking: each frame starts a span of `mask_length` frames with
+          probability mask_prob / mask_length (spans may overlap), then every row of the batch is thinned
+          to the same number of masked frames.
+
+All randomness comes from a `numpy.random.Generator` passed in, so a seeded collator is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .configuration_data2vec import Data2VecConfig
+
+# ---- text ------------------------------------------------------------------------------------------------------
+
+
+def text_span_mask(eligible: np.ndarray, mask_prob: float, span: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, T) bool mask of non-overlapping spans over the `eligible` positions of each row.
+
+    A row with n eligible positions gets m = round_stochastic(mask_prob * n) masked ones, clipped to
+    [1, n - 1] so that the student always sees something and every row contributes (rows with n < 2 get
+    none). The m positions form ceil(m / span) spans (the last one shorter), placed uniformly at random
+    without overlap: the realised fraction is mask_prob, where fairseq's overlapping spans reach ~30% at
+    35%. A span runs over consecutive *eligible* positions (special tokens are skipped, never masked).
+    """
+    mask = np.zeros(eligible.shape, dtype=bool)
+    for row, ok in enumerate(eligible):
+        positions = np.flatnonzero(ok)
+        n = len(positions)
+        if n < 2:
+            continue
+        m = int(np.clip(math.floor(mask_prob * n + rng.random()), 1, n - 1))
+        num_spans = math.ceil(m / span)
+        lengths = np.full(num_spans, span)
+        lengths[-1] = m - span * (num_spans - 1)
+        # non-overlapping placement: choose num_spans gaps among the n - m unmasked positions (stars and bars)
+        free = n - m
+        gaps = np.sort(rng.choice(free + num_spans, num_spans, replace=False)) - np.arange(num_spans)
+        order = rng.permutation(num_spans)  # which span length goes where (only the short one matters)
+        lengths = lengths[order]
+        starts = gaps + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        idx = np.concatenate([np.arange(s, s + length) for s, length in zip(starts, lengths)])
+        mask[row, positions[idx]] = True
+    return mask
+
+
+def corrupt_text(
+    input_ids: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    mask_token_id: int,
+    vocab_size: int,
+    random_token_prob: float = 0.0,
+    leave_unmasked_prob: float = 0.0,
+    special_ids: Sequence[int] = (),
+) -> np.ndarray:
+    """The student's view of `input_ids`: each masked position becomes `<mask>`, or with probability
+    `random_token_prob` a random (non-special) token, or with `leave_unmasked_prob` stays as it is.
+    The loss stays on every masked position whatever it was replaced with."""
+    out = input_ids.copy()
+    u = rng.random(input_ids.shape)
+    random_pos = mask & (u < random_token_prob)
+    keep_pos = mask & (u >= random_token_prob) & (u < random_token_prob + leave_unmasked_prob)
+    out[mask & ~random_pos & ~keep_pos] = mask_token_id
+    if random_pos.any():
+        allowed = np.setdiff1d(np.arange(vocab_size), np.asarray([*special_ids, mask_token_id]))
+        out[random_pos] = rng.choice(allowed, int(random_pos.sum()))
+    return out
+
+
+# ---- vision ----------------------------------------------------------------------------------------------------
+
+
+def block_mask(
+    grid: tuple[int, int],
+    num_masked: int,
+    rng: np.random.Generator,
+    min_block: int = 16,
+    min_aspect: float = 0.3,
+    max_block: int | None = None,
+    return_blocks: bool = False,
+):
+    """BEiT block masking of one image: an (h, w) bool mask with exactly `num_masked` patches masked.
+
+    Rectangles of area uniform in [min_block, max_block] (capped by what is left to mask) and aspect ratio
+    log-uniform in [min_aspect, 1 / min_aspect] are placed at random; a rectangle counts when it adds
+    between 1 and the remaining number of new patches (BEiT's MaskingGenerator rule; rectangles overlap).
+    In the rare case the rectangles stall short of the count, random single patches complete it, so every
+    image of a batch has the same count. `return_blocks=True` also returns the accepted (top, left, h, w).
+    """
+    H, W = grid
+    if not 0 < num_masked < H * W:
+        raise ValueError(f"num_masked must be in [1, {H * W - 1}] for a {H}x{W} patch grid; got {num_masked}")
+    max_block = max_block or H * W
+    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+    mask = np.zeros(grid, dtype=bool)
+    blocks, count = [], 0
+    while count < num_masked:
+        budget = min(num_masked - count, max_block)
+        added = 0
+        for _attempt in range(10):
+            area = rng.uniform(min_block, budget) if budget >= min_block else rng.uniform(budget, min_block)
+            aspect = math.exp(rng.uniform(*log_aspect))
+            h = int(round(math.sqrt(area * aspect)))
+            w = int(round(math.sqrt(area / aspect)))
+            if not (0 < h < H and 0 < w < W):
+                continue
+            top, left = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+            new = h * w - int(mask[top : top + h, left : left + w].sum())
+            if 0 < new <= budget:
+                mask[top : top + h, left : left + w] = True
+                blocks.append((top, left, h, w))
+                added = new
+                break
+        if added == 0:  # stalled: complete the count with random patches
+            rest = np.flatnonzero(~mask.ravel())
+            mask.ravel()[rng.choice(rest, num_masked - count, replace=False)] = True
+            break
+        count += added
+    return (mask, blocks) if return_blocks else mask
+
+
+# ---- audio -----------------------------------------------------------------------------------------------------
+
+
+def time_span_mask(
+    lengths: Sequence[int],
+    num_frames: int,
+    mask_prob: float,
+    span: int,
+    rng: np.random.Generator,
+    same_count: bool = True,
+) -> np.ndarray:
+    """(B, num_frames) bool mask of spans over the first `lengths[i]` frames of each row (wav2vec 2.0's
+    `compute_mask_indices`): int(mask_prob * n / span + u) span starts drawn without replacement, spans of
+    `span` frames (overlapping spans merge, so 0.65 / 10 masks about half the frames). At least one frame of a
+    row stays visible. With `same_count`, every row is thinned at random to the smallest row count
+    (data2vec's `require_same_masks`), so each example contributes equally."""
+    mask = np.zeros((len(lengths), num_frames), dtype=bool)
+    for row, n in enumerate(lengths):
+        n = int(n)
+        length = min(span, n - 1)
+        if length < 1:
+            continue
+        num_spans = max(1, int(mask_prob * n / length + rng.random()))
+        num_spans = min(num_spans, n - length + 1)
+        starts = rng.choice(n - length + 1, num_spans, replace=False)
+        idx = (starts[:, None] + np.arange(length)[None, :]).ravel()
+        mask[row, idx] = True
+        if mask[row, :n].all():  # keep one frame visible
+            mask[row, rng.integers(n)] = False
+    if same_count and len(lengths) > 1:
+        target = int(mask.sum(1).min())
+        for row in range(len(mask)):
+            masked = np.flatnonzero(mask[row])
+            if len(masked) > target:
+                mask[row, rng.choice(masked, len(masked) - target, replace=False)] = False
+    return mask
+
+
+# ---- the collator ------------------------------------------------------------------------------------------
+
+MODALITY_INPUT = {"text": "input_ids", "vision": "pixel_values", "audio": "input_values"}
+MASK_INPUT = {"text": "bool_masked_pos", "vision": "bool_masked_pos", "audio": "mask_time_indices"}
+
+
+def _worker_seed(seed: int) -> list[int]:
+    info = torch.utils.data.get_worker_info()
+    return [seed] if info is None else [seed, info.id]  # each DataLoader worker draws its own masks
+
+
+class DataCollatorForData2VecPretraining:
+    """Pads a list of examples into a batch and draws the modality's masks from a seeded generator.
+
+    Examples are mappings with the modality's input (`input_ids` for text, `pixel_values` for vision,
+    `input_values` for audio: lists, numpy arrays or tensors). The batch holds that input unmasked (the
+    teacher's view), `attention_mask` where the modality pads, and the mask under `bool_masked_pos`
+    (text, vision) or `mask_time_indices` (audio); text also gets `masked_input_ids`, the student's view.
+
+    Audio: `audio_crop="shortest"` (data2vec's default) crops every clip to the batch's shortest at a random
+    offset, so nothing is padded; `"pad"` pads to the longest and returns `attention_mask` (padding-aware
+    targets). `pad_to_multiple_of` pads text (tokens) and padded audio (samples) further.
+    """
+
+    def __init__(
+        self,
+        config: Data2VecConfig,
+        seed: int = 0,
+        audio_crop: str = "shortest",
+        pad_to_multiple_of: int | None = None,
+    ):
+        if audio_crop not in ("shortest", "pad"):
+            raise ValueError(f"audio_crop must be 'shortest' or 'pad'; got {audio_crop!r}")
+        self.config = config
+        self.modality = config.modality
+        self.seed = seed
+        self.audio_crop = audio_crop
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self._rng: np.random.Generator | None = None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = np.random.default_rng(_worker_seed(self.seed))
+        return self._rng
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed = state["seed"]
+        self.rng.bit_generator.state = state["rng"]
+
+    def __call__(self, examples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        if len(examples) == 0:
+            raise ValueError("the batch is empty: the dataset or sampler produced no examples")
+        key = MODALITY_INPUT[self.modality]
+        for example in examples:
+            if key not in example:
+                found = [m for m, k in MODALITY_INPUT.items() if k in example]
+                hint = f"it holds {found[0]} input ({MODALITY_INPUT[found[0]]})" if found else f"keys: {sorted(example)}"
+                raise ValueError(
+                    f"this collator serves a {self.modality} model and needs {key!r} in every example; {hint}. "
+                    f"Use a dataset of the model's modality, or a config with the data's modality."
+                )
+        batch = getattr(self, f"_collate_{self.modality}")([example[key] for example in examples])
+        check_batch(self.config, batch)  # before drawing: errors about the data come first
+        batch.update(draw_mask(self.config, self.rng, **batch))
+        check_batch(self.config, batch)
+        return batch
+
+    def _pad_length(self, n: int) -> int:
+        m = self.pad_to_multiple_of
+        return n if not m else -(-n // m) * m
+
+    def _collate_text(self, sequences: list) -> dict[str, torch.Tensor]:
+        c = self.config
+        seqs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in sequences]
+        T = self._pad_length(max(len(s) for s in seqs))
+        if T == 0:
+            raise ValueError("every example has an empty input_ids: the batch has no real tokens")
+        ids = np.full((len(seqs), T), c.pad_token_id, dtype=np.int64)
+        attention = np.zeros((len(seqs), T), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)], attention[i, : len(s)] = s, 1
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(attention)}
+
+    def _collate_vision(self, images: list) -> dict[str, torch.Tensor]:
+        images = [torch.as_tensor(x if torch.is_tensor(x) else np.asarray(x)) for x in images]
+        shapes = {tuple(x.shape) for x in images}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"images of different sizes in one batch: {sorted(shapes)}. Resize / crop them to one size "
+                "first (e.g. an image processor with a fixed size)."
+            )
+        if images[0].dim() != 3:
+            raise ValueError(f"each pixel_values must be (channels, height, width); got {tuple(images[0].shape)}")
+        return {"pixel_values": torch.stack(images).float()}
+
+    def _collate_audio(self, waves: list) -> dict[str, torch.Tensor]:
+        waves = [np.asarray(w, dtype=np.float32) for w in waves]
+        for w in waves:
+            if w.ndim != 1:
+                raise ValueError(
+                    f"each input_values must be a mono waveform (samples,); got shape {w.shape} "
+                    "(average the channels or pick one)"
+                )
+        lengths = [len(w) for w in waves]
+        need = self.config.receptive_field
+        if min(lengths) < need:
+            raise ValueError(
+                f"a clip of {min(lengths)} samples is shorter than the conv feature encoder's receptive field "
+                f"({need} samples): drop such clips"
+            )
+        if self.audio_crop == "shortest":  # a random crop of every clip to the shortest one (data2vec)
+            n = min(lengths)
+            starts = [int(self.rng.integers(0, len(w) - n + 1)) for w in waves]
+            return {"input_values": torch.from_numpy(np.stack([w[s : s + n] for w, s in zip(waves, starts)]))}
+        S = self._pad_length(max(lengths))
+        values = np.zeros((len(waves), S), dtype=np.float32)
+        attention = np.zeros((len(waves), S), dtype=np.int64)
+        for i, w in enumerate(waves):
+            values[i, : len(w)], attention[i, : len(w)] = w, 1
+        return {"input_values": torch.from_numpy(values), "attention_mask": torch.from_numpy(attention)}
+
+
+def num_masked_patches(config: Data2VecConfig, grid: tuple[int, int]) -> int:
+    """Patches masked per image: round(mask_prob * patches), at least 1 and leaving at least 1 visible."""
+    total = grid[0] * grid[1]
+    return int(min(max(round(config.mask_prob * total), 1), total - 1))
+
+
+def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict[str, torch.Tensor]:
+    """The modality's masks for a padded batch: what the collator adds, and what
+    `Data2VecForPreTraining.forward` draws when no mask is passed. Text also gets `masked_input_ids`."""
+    c = config
+    attention = batch.get("attention_mask")
+    if c.modality == "text":
+        ids = batch["input_ids"].cpu().numpy()
+        real = np.ones(ids.shape, bool) if attention is None else attention.cpu().numpy().astype(bool)
+        special = [t for t in (c.bos_token_id, c.eos_token_id, c.pad_token_id) if t is not None]
+        mask = text_span_mask(real & ~np.isin(ids, special), c.mask_prob, c.mask_length, rng)
+        masked_ids = corrupt_text(
+            ids, mask, rng, c.mask_token_id, c.vocab_size, c.mask_random_token_prob, c.mask_leave_unmasked_prob,
+            special,
+        )
+        return {"masked_input_ids": torch.from_numpy(masked_ids), "bool_masked_pos": torch.from_numpy(mask)}
+    if c.modality == "vision":
+        pixel_values = batch["pixel_values"]
+        grid = (pixel_values.shape[-2] // c.patch_size, pixel_values.shape[-1] // c.patch_size)
+        n = num_masked_patches(c, grid)
+        masks = [block_mask(grid, n, rng, c.mask_length, c.mask_min_aspect).reshape(-1) for _ in pixel_values]
+        return {"bool_masked_pos": torch.from_numpy(np.stack(masks))}
+    values = batch["input_values"]
+    samples = [values.shape[1]] * len(values) if attention is None else attention.sum(1).tolist()
+    frames = [c.num_audio_frames(int(n)) for n in samples]
+    mask = time_span_mask(frames, c.num_audio_frames(values.shape[1]), c.mask_prob, c.mask_length, rng)
+    return {"mask_time_indices": torch.from_numpy(mask)}
+
+
+def check_batch(config: Data2VecConfig, batch: Mapping[str, torch.Tensor | None]) -> None:
+    """Refuses a batch data2vec cannot learn from, naming the fix: another modality's input, no real token,
+    NaN / inf values, a mask of the wrong shape, one that selects nothing, or one that hides a whole example.
+
+    Reads values back to the host: the collator calls it on CPU tensors, the model on CPU inputs (or when
+    asked), never inside an accelerator step by default."""
+    key = MODALITY_INPUT[config.modality]
+    values = batch.get(key)
+    if values is None:
+        found = [m for m, k in MODALITY_INPUT.items() if batch.get(k) is not None]
+        hint = f"got {found[0]} input ({MODALITY_INPUT[found[0]]})" if found else "got none"
+        raise ValueError(
+            f"a {config.modality} model needs {key}; {hint}. Use data of the model's modality, or a config whose "
+            f"modality matches the data."
+        )
+    if values.numel() == 0:
+        raise ValueError(f"{key} is empty (shape {tuple(values.shape)}): the batch has no examples")
+    attention = batch.get("attention_mask")
+    if attention is not None and not attention.bool().any():
+        raise ValueError("the batch has no real tokens: every attention_mask entry is 0 (all padding)")
+    if values.is_floating_point() and not torch.isfinite(values).all():
+        raise ValueError(f"{key} holds NaN or inf values: clean or drop those examples")
+    mask = batch.get(MASK_INPUT[config.modality])
+    if mask is None:
+        return
+    mask = mask.bool()
+    if config.modality == "text":
+        real = attention.bool() if attention is not None else torch.ones_like(mask)
+        if mask.shape != values.shape:
+            raise ValueError(f"bool_masked_pos must be (batch, tokens) = {tuple(values.shape)}; got {tuple(mask.shape)}")
+    elif config.modality == "audio":
+        frames = config.num_audio_frames(values.shape[1])
+        if mask.shape != (values.shape[0], frames):
+            raise ValueError(
+                f"mask_time_indices must be (batch, frames) = {(values.shape[0], frames)} for these waveforms; "
+                f"got {tuple(mask.shape)}"
+            )
+        samples = attention.long().sum(1) if attention is not None else torch.full((len(values),), values.shape[1])
+        real = torch.arange(frames)[None, :] < config.num_audio_frames(samples.cpu())[:, None]
+    else:
+        patches = (values.shape[-2] // config.patch_size) * (values.shape[-1] // config.patch_size)
+        if mask.reshape(len(mask), -1).shape != (values.shape[0], patches):
+            raise ValueError(
+                f"bool_masked_pos must be (batch, patches) = {(values.shape[0], patches)}; got {tuple(mask.shape)}"
+            )
+        mask = mask.reshape(len(mask), -1)
+        real = torch.ones_like(mask)
+    real = real.to(mask.device)
+    selected = (mask & real).sum(1)
+    if not selected.any():
+        raise ValueError(
+            f"the mask selects no position among the real {config.modality} positions, so there is nothing to "
+            f"predict: use longer examples, a larger mask_prob, or a mask with True where the student is blind"
+        )
+    full = (selected == real.sum(1)).nonzero().flatten().tolist()
+    if full:
+        raise ValueError(
+            f"the mask hides every real position of example(s) {full[:5]}: the student must see part of its input. "
+            f"Lower mask_prob or mask_length, or leave at least one position unmasked."
+        )
+
+
+__all__ = [
+    "DataCollatorForData2VecPretraining",
+    "block_mask",
+    "check_batch",
+    "corrupt_text",
+    "draw_mask",
+    "text_span_mask",
+    "time_span_mask",
+]
