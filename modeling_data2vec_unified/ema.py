@@ -32,11 +32,11 @@ class EMATeacher(nn.Module):
     def __init__(self, source: nn.Module, decay: float, end_decay: float, anneal_end_step: int):
         super().__init__()
         self.model = copy.deepcopy(source).float().requires_grad_(False)
-        self.model.eval()
         self.decay_start, self.decay_end, self.anneal_end_step = decay, end_decay, anneal_end_step
         self.num_updates = 0
         self._source_id: int | None = None
         self._pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self.train(False)
 
     def train(self, mode: bool = True) -> EMATeacher:
         return super().train(False)  # the teacher is always in eval mode

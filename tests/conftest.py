@@ -48,6 +48,16 @@ def tiny_transformers_model(modality: str, cls_name: str | None = None, **overri
     return model.eval()
 
 
+def tiny_examples(modality: str, seed: int = 1) -> list[dict]:
+    """Three unbatched examples of different lengths (text, audio) for the tiny configs."""
+    g = torch.Generator().manual_seed(seed)
+    if modality == "text":  # <s> tokens </s>
+        return [{"input_ids": [0, *torch.randint(3, 98, (n,), generator=g).tolist(), 2]} for n in (12, 20, 9)]
+    if modality == "vision":
+        return [{"pixel_values": torch.randn(3, 32, 32, generator=g)} for _ in range(3)]
+    return [{"input_values": torch.randn(n, generator=g)} for n in (3000, 3600, 3300)]
+
+
 @pytest.fixture(params=["text", "vision", "audio"])
 def modality(request):
     return request.param

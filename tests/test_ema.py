@@ -1,0 +1,84 @@
+"""The EMA teacher and its decay schedule, against the closed form."""
+
+import pytest
+import torch
+from conftest import tiny_config, tiny_examples
+
+import modeling_data2vec_unified as d2v
+from modeling_data2vec_unified import EMATeacher, ema_decay_at
+
+
+def test_decay_schedule_is_linear_then_constant():
+    start, end, steps = 0.999, 0.9999, 1000
+    for n in (0, 1, 250, 999):
+        assert ema_decay_at(n, start, end, steps) == pytest.approx(start + (end - start) * n / steps, abs=1e-15)
+    for n in (1000, 1001, 10**7):
+        assert ema_decay_at(n, start, end, steps) == end
+    assert ema_decay_at(0, 0.9998, 0.9998, 0) == 0.9998  # vision: constant, no anneal
+
+
+def test_teacher_follows_a_fixed_student_as_the_closed_form():
+    """With the student fixed at S, after k updates T_k - S = (T_0 - S) * prod(decay_i)."""
+    torch.manual_seed(0)
+    teacher_src, student = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    teacher = EMATeacher(teacher_src, 0.5, 0.9, 4)
+    t0 = {n: p.detach().double().clone() for n, p in teacher_src.named_parameters()}
+    decays = [teacher.update(student) for _ in range(7)]
+    assert decays == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9])
+    factor = torch.tensor(decays, dtype=torch.float64).prod()
+    for name, p in teacher.model.named_parameters():
+        s = dict(student.named_parameters())[name].detach().double()
+        torch.testing.assert_close(p.double(), s + (t0[name] - s) * factor, atol=1e-6, rtol=0)
+    assert teacher.num_updates == 7
+
+
+def test_decay_one_skips_the_update_but_counts_it():
+    src, student = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    teacher = EMATeacher(src, 1.0, 1.0, 0)
+    before = [p.clone() for p in teacher.parameters()]
+    assert teacher.update(student) == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    assert teacher.num_updates == 1
+
+
+def test_teacher_is_frozen_fp32_eval_and_its_count_travels_in_state_dict():
+    src = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5)).to(torch.bfloat16)
+    teacher = EMATeacher(src, 0.9, 0.99, 10)
+    teacher.train()
+    assert not teacher.training and not teacher.model.training and not teacher.model[1].training
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in teacher.parameters())
+    teacher.update(src)  # a bf16 student is averaged into the fp32 teacher
+    teacher.update(src)
+    state = teacher.state_dict()
+    other = EMATeacher(src, 0.9, 0.99, 10)
+    other.load_state_dict(state)
+    assert other.num_updates == 2 and other.decay == teacher.decay
+    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), other.parameters()))
+
+
+def test_model_teacher_drifts_as_expected_over_training_steps(modality):
+    """Teacher after k optimizer steps == the EMA recursion over the student weights recorded after each step."""
+    config = tiny_config(modality, ema_decay=0.5, ema_end_decay=0.8, ema_anneal_end_step=3, layerdrop=0.0)
+    torch.manual_seed(0)
+    model = d2v.Data2VecForPreTraining(config)
+    collator = d2v.DataCollatorForData2VecPretraining(config, seed=0)
+    batch = collator(tiny_examples(modality))
+    source = model._ema_source()
+    expected = {n: p.detach().double().clone() for n, p in source.named_parameters()}
+    teacher = model.teacher
+    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), source.parameters()))  # step 0: a copy
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in range(5):
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        decay = model.update_teacher()
+        assert decay == pytest.approx(ema_decay_at(step, 0.5, 0.8, 3))
+        for n, p in source.named_parameters():
+            expected[n] = decay * expected[n] + (1 - decay) * p.detach().double()
+    moved = 0
+    for n, p in model.teacher.model.named_parameters():
+        torch.testing.assert_close(p.double(), expected[n], atol=1e-6, rtol=0)
+        moved += not torch.equal(p, dict(source.named_parameters())[n])
+    assert moved > 0  # the student moved away and the teacher lags behind it
+

@@ -1,0 +1,285 @@
+"""Data2VecForPreTraining against independent math: targets recomputed from hooks and from the transformers-checked
+student, the loss from its closed form, gradients, saving / loading, and bad input."""
+
+import math
+
+import pytest
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from conftest import tiny_config, tiny_examples, tiny_transformers_model
+from transformers import AutoModel, AutoModelForPreTraining
+
+import modeling_data2vec_unified as d2v
+
+MODEL_INPUTS = {"text": ("input_ids", "attention_mask"), "vision": ("pixel_values",),
+                "audio": ("input_values", "attention_mask")}
+
+
+def setup(modality, seed=0, **overrides):
+    config = tiny_config(modality, layerdrop=0.0, **overrides)
+    torch.manual_seed(seed)
+    model = d2v.Data2VecForPreTraining(config)
+    collator = d2v.DataCollatorForData2VecPretraining(config, seed=seed, audio_crop="pad")
+    return model, collator(tiny_examples(modality))
+
+
+def student_inputs(batch, modality):
+    return {k: batch[k] for k in MODEL_INPUTS[modality] if k in batch}
+
+
+def record_layer_outputs(teacher_model, modality):
+    """Forward hooks on the teacher's layers: FFN outputs (fc2) and block outputs, recorded independently of the
+    model's own `ffn_outputs` / `hidden_states` plumbing."""
+    layers = teacher_model.layers if hasattr(teacher_model, "layers") else teacher_model.encoder.layers
+    ffn, block, first_input = [], [], []
+    handles = [layers[0].register_forward_pre_hook(lambda m, args: first_input.append(args[0]))]
+    for layer in layers:
+        handles.append(layer.fc2.register_forward_hook(lambda m, i, o: ffn.append(o)))
+        handles.append(layer.register_forward_hook(lambda m, i, o: block.append(o[0])))
+    return ffn, block, first_input, handles
+
+
+def expected_targets(layer_outputs, config, real):
+    """data2vec's targets written out: top K, per-layer normalisation, average, final normalisation."""
+    def norm(x, kind):
+        if kind == "layer":
+            return F.layer_norm(x, x.shape[-1:])
+        if kind == "instance":  # per example, over its real positions only
+            out = torch.zeros_like(x)
+            for i in range(len(x)):
+                n = int(real[i].sum())
+                out[i, :n] = F.instance_norm(x[i : i + 1, :n].transpose(1, 2)).transpose(1, 2)[0]
+            return out
+        return x
+
+    top = [norm(y.double(), config.target_layer_norm) for y in layer_outputs[-config.average_top_k_layers :]]
+    return norm(sum(top) / len(top), config.target_final_norm)
+
+
+def test_targets_match_teacher_layers_and_the_unmasked_student_at_step_zero(modality):
+    model, batch = setup(modality)
+    model.train()  # dropout on in the student; the teacher must still run in eval mode
+    c = model.config
+    ffn, block, first_input, handles = record_layer_outputs(model.teacher.model, modality)
+    out = model(**batch)
+    for h in handles:
+        h.remove()
+    prefix = 1 if modality == "vision" else 0
+    recorded = ffn if c.target_layer_output == "ffn" else block
+    assert len(recorded) == c.num_hidden_layers  # one teacher pass, every layer (no layer drop)
+    real = torch.ones_like(out.mask)  # vision: no padding
+    if modality == "text":
+        real = batch["attention_mask"].bool()
+    elif modality == "audio":
+        real = model.data2vec.embeddings(batch["input_values"], batch["attention_mask"]).attention_mask
+    want = expected_targets([y[:, prefix:] for y in recorded], c, real)
+    torch.testing.assert_close(out.targets[real].double(), want[real], atol=1e-5, rtol=1e-5)
+
+    # the teacher saw the whole unmasked input, embedded without dropout (text / audio: the student's front end)
+    model.eval()
+    if c.teacher_scope == "encoder":
+        front = model.data2vec.embeddings(**student_inputs(batch, modality))
+        torch.testing.assert_close(first_input[0], front.hidden_states)
+
+    # step 0: the teacher is the student, so the targets are the unmasked student's (checked against transformers
+    # in test_transformers_parity) layer outputs
+    with torch.no_grad():
+        mine = model.data2vec(**student_inputs(batch, modality), output_hidden_states=True, output_ffn_outputs=True)
+    layers = mine.ffn_outputs if c.target_layer_output == "ffn" else mine.hidden_states[1:]
+    want = expected_targets([y[:, prefix:] for y in layers], c, real)
+    torch.testing.assert_close(out.targets[real].double(), want[real], atol=1e-5, rtol=1e-5)
+
+
+def test_loss_is_the_closed_form_over_masked_real_positions(modality):
+    model, batch = setup(modality)
+    model.eval()
+    out = model(**batch)
+    c = model.config
+    p, y, m = out.predictions.double(), out.targets.double(), out.mask
+    d = (p - y).abs()
+    if c.loss_beta == 0:
+        per = (d**2).sum(-1)
+    else:
+        per = torch.where(d < c.loss_beta, 0.5 * d**2 / c.loss_beta, d - 0.5 * c.loss_beta).sum(-1)
+    scale = c.loss_scale if c.loss_scale is not None else 1 / math.sqrt(c.hidden_size)
+    assert out.num_masked == m.sum() > 0
+    torch.testing.assert_close(out.loss.double(), per[m].mean() * scale, atol=1e-6, rtol=1e-5)
+    # changing predictions where nothing is masked does not change the loss
+    moved = torch.where(m[..., None], out.predictions, out.predictions + 100.0)
+    loss, _ = model.forward_loss(moved, out.targets, m)
+    torch.testing.assert_close(loss, out.loss)
+    # target_var / pred_var: mean over channels of the std across masked positions
+    torch.testing.assert_close(out.target_var.double(), torch.sqrt(y[m].var(0) + 1e-6).mean(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.pred_var.double(), torch.sqrt(p[m].var(0) + 1e-6).mean(), atol=1e-6, rtol=1e-5)
+
+
+def test_padding_is_ignored_by_loss_and_target_statistics():
+    model, batch = setup("audio")
+    model.eval()
+    assert batch["attention_mask"].min() == 0  # the tiny examples differ in length: padded
+    with torch.no_grad():
+        out = model(**batch)
+        # mask the padded frames too: they are dropped, the loss is unchanged
+        real = model.data2vec.embeddings(batch["input_values"], batch["attention_mask"]).attention_mask
+        out2 = model(**{**batch, "mask_time_indices": batch["mask_time_indices"] | ~real})
+        torch.testing.assert_close(out2.loss, out.loss)
+        assert out2.num_masked == out.num_masked
+        # what lies in the padding does not move the targets at real frames (instance-norm statistics skip it)
+        noisy = batch["input_values"].masked_fill(batch["attention_mask"] == 0, 3.0)
+        out3 = model(**{**batch, "input_values": noisy})
+        torch.testing.assert_close(out3.targets[real], out.targets[real], atol=1e-5, rtol=1e-5)
+
+
+def test_text_loss_covers_every_selected_position_with_bert_corruption():
+    model, batch = setup("text", mask_prob=0.3, mask_length=1, mask_random_token_prob=0.1,
+                         mask_leave_unmasked_prob=0.1)
+    out = model(**batch)
+    selected = batch["bool_masked_pos"] & batch["attention_mask"].bool()
+    assert torch.equal(out.mask, selected)
+    # some selected tokens are not <mask> in the student's view, and they still count
+    assert (batch["masked_input_ids"][selected] != model.config.mask_token_id).any() or selected.sum() < 10
+
+
+def test_gradients_reach_student_and_head_only(modality):
+    model, batch = setup(modality)
+    model.train()
+    model(**batch).loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+    assert model.regression_head.proj.weight.grad.abs().sum() > 0
+    assert model.data2vec.encoder.layers[0].fc1.weight.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    teacher_ids = {id(p) for p in model.teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in model.parameters()}  # never in an optimizer built on parameters()
+
+
+def test_teacher_stays_in_eval_mode_and_out_of_state_dict(modality):
+    model, _ = setup(modality)
+    model.train()
+    assert not model.teacher.training and not any(m.training for m in model.teacher.modules())
+    assert not any("teacher" in k for k in model.state_dict())
+
+
+def test_mixed_precision_keeps_teacher_targets_and_loss_in_fp32():
+    model, batch = setup("vision")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**batch)
+    assert out.loss.dtype == out.targets.dtype == out.target_var.dtype == torch.float32
+    assert out.predictions.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.teacher.parameters())
+    out.loss.backward()
+    model.update_teacher()
+    assert all(p.dtype == torch.float32 for p in model.teacher.parameters())
+
+
+def test_save_pretrained_writes_the_student_and_loading_rebuilds_the_teacher(modality, tmp_path):
+    model, batch = setup(modality)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(2):  # move away from the init, so a re-initialised teacher could not pass
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.update_teacher()
+    model.save_pretrained(tmp_path)
+    keys = safetensors.torch.load_file(tmp_path / "model.safetensors").keys()
+    assert not any("teacher" in k for k in keys) and any(k.startswith("regression_head.") for k in keys)
+
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path)
+    assert type(loaded) is d2v.Data2VecForPreTraining
+    for (name, p), q in zip(loaded._ema_source().named_parameters(), loaded.teacher.parameters()):
+        torch.testing.assert_close(q, p, msg=f"teacher {name} is not the loaded student")
+        torch.testing.assert_close(p, dict(model._ema_source().named_parameters())[name])
+    assert loaded.teacher.num_updates == 0
+
+    student = AutoModel.from_pretrained(tmp_path)
+    assert type(student) is d2v.MODEL_CLASSES[modality]
+    model.eval()
+    with torch.no_grad():
+        want = model.data2vec(**student_inputs(batch, modality)).last_hidden_state
+        got = student(**student_inputs(batch, modality)).last_hidden_state
+    torch.testing.assert_close(got, want)
+
+
+def test_continued_pretraining_from_a_transformers_checkpoint(modality, tmp_path):
+    reference = tiny_transformers_model(modality)
+    reference.save_pretrained(tmp_path)
+    model = d2v.Data2VecForPreTraining.from_pretrained(tmp_path)
+    assert model.config.modality == modality
+    _, batch = setup(modality)
+    inputs = student_inputs(batch, modality)
+    with torch.no_grad():
+        want = reference(**inputs).last_hidden_state
+        got = model.data2vec(**inputs).last_hidden_state
+    real = inputs["attention_mask"].bool() if modality == "text" else slice(None)
+    torch.testing.assert_close(got[real], want[real], atol=1e-4, rtol=1e-4)
+    for p, q in zip(model._ema_source().parameters(), model.teacher.parameters()):
+        assert torch.equal(p, q)
+    model.train()
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+
+
+def test_bad_batches_fail_with_a_clear_error():
+    model, batch = setup("text")
+    nothing = {**batch, "bool_masked_pos": torch.zeros_like(batch["bool_masked_pos"])}
+    with pytest.raises(ValueError, match="selects no position"):
+        model(**nothing)
+    only_padding = {**batch, "bool_masked_pos": batch["attention_mask"] == 0}
+    with pytest.raises(ValueError, match="selects no position"):
+        model(**only_padding)
+    with pytest.raises(ValueError, match="no real tokens"):
+        model(**{**batch, "attention_mask": torch.zeros_like(batch["attention_mask"])})
+    with pytest.raises(ValueError, match="needs input_ids; got vision input"):
+        model(pixel_values=torch.randn(2, 3, 32, 32))
+
+    vision, vbatch = setup("vision")
+    with pytest.raises(ValueError, match="hides every real position of example"):
+        vision(**{**vbatch, "bool_masked_pos": torch.ones_like(vbatch["bool_masked_pos"])})
+    nan = vbatch["pixel_values"].clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        vision(**{**vbatch, "pixel_values": nan})
+    with pytest.raises(ValueError, match="bool_masked_pos must be"):
+        vision(**{**vbatch, "bool_masked_pos": vbatch["bool_masked_pos"][:, :5]})
+    with pytest.raises(ValueError, match="needs 'pixel_values'.*text input"):
+        d2v.DataCollatorForData2VecPretraining(vision.config)(tiny_examples("text"))
+    with pytest.raises(ValueError, match="different sizes"):
+        d2v.DataCollatorForData2VecPretraining(vision.config)(
+            [{"pixel_values": torch.randn(3, 32, 32)}, {"pixel_values": torch.randn(3, 16, 32)}])
+    with pytest.raises(ValueError, match="empty"):
+        d2v.DataCollatorForData2VecPretraining(vision.config)([])
+
+    audio, abatch = setup("audio")
+    with pytest.raises(ValueError, match="mask_time_indices must be"):
+        audio(**{**abatch, "mask_time_indices": abatch["mask_time_indices"][:, 1:]})
+    with pytest.raises(ValueError, match="NaN"):
+        d2v.DataCollatorForData2VecPretraining(audio.config)([{"input_values": [float("nan")] * 4000}] * 2)
+    with pytest.raises(ValueError, match="receptive field"):
+        d2v.DataCollatorForData2VecPretraining(audio.config)([{"input_values": [0.1] * 20}])
+
+
+def test_forward_draws_a_mask_when_none_is_given(modality):
+    model, batch = setup(modality)
+    mask_key = "mask_time_indices" if modality == "audio" else "bool_masked_pos"
+    inputs = student_inputs(batch, modality)
+    torch.manual_seed(5)
+    a = model(**inputs)
+    torch.manual_seed(5)
+    b = model(**inputs)
+    assert a.num_masked > 0 and torch.equal(a.mask, b.mask)
+    assert mask_key not in inputs
+
+
+def test_collapse_check_reads_real_outputs():
+    model, batch = setup("text")
+    out = model(**batch)
+    model.check_collapse(out.target_var, out.pred_var * 0 + 1)  # healthy targets pass
+    with torch.no_grad():  # a teacher whose top layers output one constant vector everywhere: collapsed targets
+        for layer in model.teacher.model.layers:
+            layer.fc2.weight.zero_()
+            layer.fc2.bias.copy_(torch.linspace(-1, 1, layer.fc2.bias.numel()))
+    out = model(**batch)
+    assert out.target_var < model.config.min_target_var
+    with pytest.raises(d2v.Data2VecCollapseError, match="target_var .* < min_target_var.*EMA decay"):
+        model.check_collapse(out.target_var, out.pred_var)
