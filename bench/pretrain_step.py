@@ -2,7 +2,7 @@
 naive alternatives, and peak memory.
 
     python bench/pretrain_step.py --size tiny
-    python bench/pretrain_step.py --size base [--modality vision] [--device cuda --dtype bf16]
+    python bench/pretrain_step.py --size base [--modality vision] [--device cuda --dtype bf16 --peak_tflops 989]
 
 (a) full step  = student forward + backward, teacher forward (targets), EMA update;
     student step = student forward + backward on the same masked batch against fixed targets.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import statistics
 import subprocess
@@ -83,6 +84,18 @@ def make_steps(model, batch, autocast):
         model.zero_grad(set_to_none=True)
 
     return student_step, full_step
+
+
+def encoder_flops_per_step(model, batch) -> float:
+    """Model FLOPs of one full step in the Transformer encoder (matmuls + attention; front ends and head left out):
+    the student's forward + backward (3 forwards) and the teacher's forward."""
+    c = model.config
+    with torch.no_grad():
+        front = model.embed(batch)
+    B, T, D = front.hidden_states.shape
+    matmul_params = sum(p.numel() for n, p in model.data2vec.encoder.named_parameters() if p.dim() == 2)
+    per_forward = 2 * matmul_params * B * T + c.num_hidden_layers * 4 * B * T * T * D
+    return 4 * per_forward
 
 
 def time_alternating(fns: dict, device: str, repeats: int) -> dict[str, float]:
@@ -150,6 +163,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--peak_tflops", type=float, default=None,
+                        help="the device's peak for --dtype (e.g. 989 for an H100 SXM in bf16): prints MFU")
     parser.add_argument("--_memory_child", choices=["student", "full"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -160,9 +175,12 @@ def main() -> None:
         steps = dict(zip(("student", "full"), make_steps(model, batch, autocaster(args))))
         with open("/proc/self/statm") as f:
             resident = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak (VmHWM) to the current RSS: building the model peaked higher
         for _ in range(2):
             steps[args._memory_child]()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with open("/proc/self/status") as f:
+            peak = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
         print(json.dumps(peak - resident))
         return
 
@@ -179,6 +197,11 @@ def main() -> None:
         shape = {k: tuple(v.shape) for k, v in batch.items() if k in ("input_ids", "pixel_values", "input_values")}
         print(f"[{modality}] {params:.1f}M params, batch {shape}: student step {t['student'] * 1e3:.1f} ms, "
               f"full step {t['full'] * 1e3:.1f} ms, ratio {ratio:.3f}")
+        samples = len(next(iter(batch.values())))
+        flops = encoder_flops_per_step(model, batch)
+        mfu = f", MFU {flops / t['full'] / (args.peak_tflops * 1e12):.1%}" if args.peak_tflops else ""
+        print(f"[{modality}] full step: {samples / t['full']:.2f} samples/s, encoder model FLOPs "
+              f"{flops / t['full'] / 1e12:.3f} TFLOP/s{mfu}")
         ema = bench_ema(model, args.device, args.repeats)
         print(f"[{modality}] EMA update of {sum(p.numel() for p in model.teacher.parameters()) / 1e6:.1f}M params: "
               + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in ema.items())

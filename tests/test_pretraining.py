@@ -283,3 +283,23 @@ def test_collapse_check_reads_real_outputs():
     assert out.target_var < model.config.min_target_var
     with pytest.raises(d2v.Data2VecCollapseError, match="target_var .* < min_target_var.*EMA decay"):
         model.check_collapse(out.target_var, out.pred_var)
+
+
+def test_pretraining_starts_from_a_plain_model_checkpoint_of_ours(tmp_path):
+    config = tiny_config("vision")
+    torch.manual_seed(3)
+    base = d2v.Data2VecVisionModel(config)
+    base.save_pretrained(tmp_path)
+    model = AutoModelForPreTraining.from_pretrained(tmp_path)
+    for name, p in base.named_parameters():
+        if not name.startswith("pooler"):
+            torch.testing.assert_close(dict(model.data2vec.named_parameters())[name], p, msg=name)
+    for p, q in zip(model._ema_source().parameters(), model.teacher.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="audio checkpoint"):
+        d2v.Data2VecVisionModel.from_pretrained(_saved_audio(tmp_path / "audio"))
+
+
+def _saved_audio(path):
+    d2v.Data2VecForPreTraining(tiny_config("audio")).save_pretrained(path)
+    return path
