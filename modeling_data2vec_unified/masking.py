@@ -177,9 +177,9 @@ MODALITY_INPUT = {"text": "input_ids", "vision": "pixel_values", "audio": "input
 MASK_INPUT = {"text": "bool_masked_pos", "vision": "bool_masked_pos", "audio": "mask_time_indices"}
 
 
-def _worker_seed(seed: int) -> list[int]:
+def _worker_id() -> int | None:
     info = torch.utils.data.get_worker_info()
-    return [seed] if info is None else [seed, info.id]  # each DataLoader worker draws its own masks
+    return None if info is None else info.id
 
 
 class DataCollatorForData2VecPretraining:
@@ -210,11 +210,16 @@ class DataCollatorForData2VecPretraining:
         self.audio_crop = audio_crop
         self.pad_to_multiple_of = pad_to_multiple_of
         self._rng: np.random.Generator | None = None
+        self._rng_worker: int | None = None
 
     @property
     def rng(self) -> np.random.Generator:
-        if self._rng is None:
-            self._rng = np.random.default_rng(_worker_seed(self.seed))
+        """The mask generator: seeded with `seed` in the main process, with `[seed, worker_id]` in a DataLoader
+        worker (a worker's copy of the collator must not replay the main process's or another worker's masks)."""
+        worker = _worker_id()
+        if self._rng is None or worker != self._rng_worker:
+            self._rng = np.random.default_rng(self.seed if worker is None else [self.seed, worker])
+            self._rng_worker = worker
         return self._rng
 
     def state_dict(self) -> dict:

@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_data2vec import Data2VecConfig
 from .ema import EMATeacher
-from .masking import MASK_INPUT, check_batch, draw_mask
+from .masking import MASK_INPUT, MODALITY_INPUT, check_batch, draw_mask
 
 # ==================================================================================================
 # Shared Transformer encoder
@@ -499,7 +499,7 @@ class Data2VecAudioFrontEnd(nn.Module):
 FRONT_ENDS = {"text": Data2VecTextEmbeddings, "vision": Data2VecVisionEmbeddings, "audio": Data2VecAudioFrontEnd}
 
 # what each modality's model takes, to name the right class when a batch of another modality arrives
-MODALITY_INPUTS = {"text": "input_ids", "vision": "pixel_values", "audio": "input_values"}
+MODALITY_INPUTS = MODALITY_INPUT
 
 
 # ==================================================================================================

@@ -146,3 +146,13 @@ def test_collator_outputs_per_modality():
     frames = [audio_config.num_audio_frames(n) for n in (3000, 3600, 3300)]
     m = padded["mask_time_indices"]
     assert all(not m[i, n:].any() for i, n in enumerate(frames)) and len(set(m.sum(1).tolist())) == 1
+
+
+def test_dataloader_workers_draw_different_masks():
+    config = tiny_config("vision")
+    collator = d2v.DataCollatorForData2VecPretraining(config, seed=0)
+    collator(tiny_examples("vision"))  # used in the main process before the workers start
+    images = [{"pixel_values": torch.randn(3, 32, 32)} for _ in range(8)]
+    loader = torch.utils.data.DataLoader(images, batch_size=4, num_workers=2, collate_fn=collator)
+    first, second = [batch["bool_masked_pos"] for batch in loader]  # one batch from each worker
+    assert not torch.equal(first, second)
