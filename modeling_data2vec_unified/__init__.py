@@ -36,6 +36,7 @@ __all__ = [
     "Data2VecForPreTrainingOutput",
     "EMATeacher",
     "MODALITIES",
+    "MODEL_CLASSES",
     "MODALITY_DEFAULTS",
     "Data2VecAudioModel",
     "Data2VecConfig",

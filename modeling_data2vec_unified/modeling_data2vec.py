@@ -11,7 +11,6 @@ Conventions, stated once:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
