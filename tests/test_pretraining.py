@@ -125,7 +125,7 @@ def test_padding_is_ignored_by_loss_and_target_statistics():
         out2 = model(**{**batch, "mask_time_indices": batch["mask_time_indices"] | ~real})
         torch.testing.assert_close(out2.loss, out.loss)
         assert out2.num_masked == out.num_masked
-        # what lies in the padding does not move the targets at real frames (instance-norm statistics skip it)
+        # what lies in the padding never reaches the targets at real frames (the front end zeroes padded frames)
         noisy = batch["input_values"].masked_fill(batch["attention_mask"] == 0, 3.0)
         out3 = model(**{**batch, "input_values": noisy})
         torch.testing.assert_close(out3.targets[real], out.targets[real], atol=1e-5, rtol=1e-5)
@@ -138,7 +138,7 @@ def test_text_loss_covers_every_selected_position_with_bert_corruption():
     selected = batch["bool_masked_pos"] & batch["attention_mask"].bool()
     assert torch.equal(out.mask, selected)
     # some selected tokens are not <mask> in the student's view, and they still count
-    assert (batch["masked_input_ids"][selected] != model.config.mask_token_id).any() or selected.sum() < 10
+    assert (batch["masked_input_ids"][selected] != model.config.mask_token_id).any()
 
 
 def test_gradients_reach_student_and_head_only(modality):
