@@ -20,9 +20,16 @@ setup(
         "evaluate>=0.4",
         "safetensors>=0.4",
         "scikit-learn>=1.3",  # built-in default data (digits) and linear probes
+        "scipy>=1.9",  # audio resampling
+        "soundfile>=0.12",  # audio files (datasets' Audio feature needs torchcodec + FFmpeg)
+        "pillow>=9",  # image folders
+        "tensorboard>=2.10",  # the trainer's default tracker
     ],
     extras_require={"dev": ["pytest>=8"]},
-    entry_points={"console_scripts": ["data2vec-convert=modeling_data2vec_unified.conversion:main"]},
+    entry_points={"console_scripts": [
+        "data2vec-convert=modeling_data2vec_unified.conversion:main",
+        "data2vec-pretrain=modeling_data2vec_unified.trainer:main",
+    ]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",

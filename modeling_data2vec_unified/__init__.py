@@ -5,7 +5,16 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 from .configuration_data2vec import MODALITIES, MODALITY_DEFAULTS, Data2VecConfig
 from .conversion import config_from_transformers, convert_checkpoint, convert_state_dict
 from .ema import EMATeacher, ema_decay_at
-from .masking import DataCollatorForData2VecPretraining, block_mask, check_batch, text_span_mask, time_span_mask
+from .data import PretrainingData, ProbeData, load_pretraining_data
+from .masking import (
+    DataCollatorForData2VecPretraining,
+    SeededBatch,
+    block_mask,
+    check_batch,
+    random_affine,
+    text_span_mask,
+    time_span_mask,
+)
 from .modeling_data2vec import (
     MODEL_CLASSES,
     Data2VecAudioModel,
@@ -22,6 +31,8 @@ from .modeling_data2vec import (
     data2vec_targets,
     normalize_targets,
 )
+from .probe import linear_probe
+from .trainer import Data2VecPretrainer, PretrainingArguments
 
 __version__ = "0.1.0"
 
@@ -30,6 +41,14 @@ AutoModel.register(Data2VecConfig, Data2VecModel, exist_ok=True)
 AutoModelForPreTraining.register(Data2VecConfig, Data2VecForPreTraining, exist_ok=True)
 
 __all__ = [
+    "Data2VecPretrainer",
+    "PretrainingArguments",
+    "PretrainingData",
+    "ProbeData",
+    "SeededBatch",
+    "linear_probe",
+    "load_pretraining_data",
+    "random_affine",
     "DataCollatorForData2VecPretraining",
     "Data2VecCollapseError",
     "Data2VecForPreTraining",

@@ -41,7 +41,7 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         loss_beta=4.0, loss_scale=1.0, head_layers=2, teacher_scope="encoder",
         ema_decay=0.999, ema_end_decay=0.9999, ema_anneal_end_step=300000,
         # spans of 4 tokens over ~35% of the tokens, all replaced by <mask> (data2vec text base.yaml)
-        mask_prob=0.35, mask_length=4, mask_random_token_prob=0.0, mask_leave_unmasked_prob=0.0,
+        mask_prob=0.35, mask_length=4, mask_random_token_prob=0.0, mask_leave_unmasked_prob=0.0, mask_type="span",
     ),
     "vision": dict(
         # BEiT ViT-B/16: pre-LN, layer scale 0.1, shared relative position bias, stochastic depth 0.1
@@ -57,7 +57,7 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         ema_decay=0.9998, ema_end_decay=0.9998, ema_anneal_end_step=0,
         # BEiT block masking: data2vec masks 120 of the 196 patches (~60%), blocks of >= 16 patches, aspect
         # ratio log-uniform in [0.3, 1/0.3]
-        mask_prob=120 / 196, mask_length=16, mask_min_aspect=0.3,
+        mask_prob=120 / 196, mask_length=16, mask_min_aspect=0.3, mask_type="block",
     ),
     "audio": dict(
         # wav2vec 2.0 base layout with a layer-normed conv feature encoder and a 5-layer positional conv
@@ -74,7 +74,7 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         loss_beta=0.0, loss_scale=None, head_layers=1, teacher_scope="encoder",
         ema_decay=0.999, ema_end_decay=0.9999, ema_anneal_end_step=30000,
         # spans of 10 frames, start probability 0.65 (about half the frames masked)
-        mask_prob=0.65, mask_length=10,
+        mask_prob=0.65, mask_length=10, mask_type="span",
     ),
 }
 
@@ -154,6 +154,8 @@ class Data2VecConfig(PreTrainedConfig):
     mask_prob: float | None = None  # text/vision: fraction masked; audio: span start probability
     mask_length: int | None = None  # text/audio: span length; vision: minimum patches per block
     mask_min_aspect: float | None = None  # vision: block aspect ratio drawn log-uniformly in [min, 1/min]
+    # text / audio: "span"; vision: "block" (BEiT) or "random" (a uniform draw of patches, better on tiny grids)
+    mask_type: Literal["span", "block", "random"] | None = None
     mask_random_token_prob: float | None = None  # text: of the selected tokens, replaced by a random token
     mask_leave_unmasked_prob: float | None = None  # text: of the selected tokens, left unchanged
     min_target_var: float = 0.1  # collapse check thresholds (fairseq data2vec's defaults)
@@ -177,6 +179,9 @@ class Data2VecConfig(PreTrainedConfig):
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
+        allowed = ("block", "random") if self.modality == "vision" else ("span",)
+        if self.mask_type not in allowed:
+            raise ValueError(f"mask_type for {self.modality} must be one of {allowed}; got {self.mask_type!r}")
         if self.head_layers not in (1, 2):
             raise ValueError(f"head_layers must be 1 or 2; got {self.head_layers}")
         if self.hidden_size % self.num_attention_heads != 0:

@@ -64,14 +64,21 @@ class EMATeacher(nn.Module):
         return self._pairs
 
     @torch.no_grad()
-    def update(self, source: nn.Module) -> float:
-        """One EMA step towards `source` at the scheduled decay; returns the decay used."""
+    def update(self, source: nn.Module, skip: torch.Tensor | None = None) -> float:
+        """One EMA step towards `source` at the scheduled decay; returns the decay used.
+
+        `skip`: a bool tensor (on the parameters' device); where True the teacher is left unchanged, decided on
+        the device without a host sync (the trainer skips a step whose gradients were not finite). The count
+        advances either way, as the learning-rate schedule does."""
         decay = self.decay
         if decay < 1.0:
             ema, student = self._parameter_pairs(source)
             if student[0].dtype != ema[0].dtype:  # a student cast to half precision: average in fp32
                 student = [p.to(ema[0].dtype) for p in student]
-            torch._foreach_lerp_(ema, student, 1.0 - decay)  # ema += (1 - decay) * (student - ema)
+            weight = 1.0 - decay
+            if skip is not None:
+                weight = torch.where(skip, 0.0, weight).to(device=ema[0].device, dtype=ema[0].dtype)
+            torch._foreach_lerp_(ema, student, weight)  # ema += (1 - decay) * (student - ema)
         self.num_updates += 1
         return decay
 

@@ -5,12 +5,15 @@ Mask convention: True = masked, i.e. hidden from the student (the loss is comput
 - text:   contiguous spans over the non-special tokens (data2vec text: spans of 4 over 35% of the tokens);
           with `mask_length=1, mask_prob=0.15` and 10%/10% random/unchanged this is BERT's 80/10/10.
 - vision: BEiT block masking: rectangles of >= `mask_length` patches with a log-uniform aspect ratio,
-          until round(mask_prob * patches) patches are masked.
+          until round(mask_prob * patches) patches are masked; or (`mask_type="random"`) that many patches
+          drawn uniformly, which works better on tiny patch grids.
 - audio:  wav2vec 2.0 / data2vec span masking: each frame starts a span of `mask_length` frames with
           probability mask_prob / mask_length (spans may overlap), then every row of the batch is thinned
           to the same number of masked frames.
 
-All randomness comes from a `numpy.random.Generator` passed in, so a seeded collator is deterministic.
+All randomness comes from a `numpy.random.Generator` passed in, so a seeded collator is deterministic. A batch
+that arrives as a `SeededBatch` (the trainer's sampler makes them) is drawn from its own seed, so its masks are a
+pure function of (seed, epoch, step, rank): the same with or without DataLoader workers and after a resume.
 """
 
 from __future__ import annotations
@@ -177,6 +180,17 @@ MODALITY_INPUT = {"text": "input_ids", "vision": "pixel_values", "audio": "input
 MASK_INPUT = {"text": "bool_masked_pos", "vision": "bool_masked_pos", "audio": "mask_time_indices"}
 
 
+class SeededBatch(list):
+    """A list of examples (or of dataset indices) that carries the seed its masks are drawn from."""
+
+    def __init__(self, items, seed: Sequence[int]):
+        super().__init__(items)
+        self.seed = tuple(int(x) for x in seed)
+
+    def __reduce__(self):  # keep the seed when sent to / from DataLoader workers
+        return SeededBatch, (list(self), self.seed)
+
+
 def _worker_id() -> int | None:
     info = torch.utils.data.get_worker_info()
     return None if info is None else info.id
@@ -201,6 +215,8 @@ class DataCollatorForData2VecPretraining:
         seed: int = 0,
         audio_crop: str = "shortest",
         pad_to_multiple_of: int | None = None,
+        max_audio_samples: int | None = None,
+        image_augment: str | None = None,
     ):
         if audio_crop not in ("shortest", "pad"):
             raise ValueError(f"audio_crop must be 'shortest' or 'pad'; got {audio_crop!r}")
@@ -209,6 +225,15 @@ class DataCollatorForData2VecPretraining:
         self.seed = seed
         self.audio_crop = audio_crop
         self.pad_to_multiple_of = pad_to_multiple_of
+        if max_audio_samples is not None and max_audio_samples < config.receptive_field:
+            raise ValueError(
+                f"max_audio_samples ({max_audio_samples}) is shorter than the conv feature encoder's receptive "
+                f"field ({config.receptive_field} samples)"
+            )
+        self.max_audio_samples = max_audio_samples
+        if image_augment not in (None, "none", "affine"):
+            raise ValueError(f"image_augment must be None, 'none' or 'affine'; got {image_augment!r}")
+        self.image_augment = image_augment if image_augment != "none" else None
         self._rng: np.random.Generator | None = None
         self._rng_worker: int | None = None
 
@@ -241,10 +266,22 @@ class DataCollatorForData2VecPretraining:
                     f"this collator serves a {self.modality} model and needs {key!r} in every example; {hint}. "
                     f"Use a dataset of the model's modality, or a config with the data's modality."
                 )
-        batch = getattr(self, f"_collate_{self.modality}")([example[key] for example in examples])
+        rng = np.random.default_rng(examples.seed) if isinstance(examples, SeededBatch) else self.rng
+        batch = self.collate_inputs(examples, rng)
         check_batch(self.config, batch)  # before drawing: errors about the data come first
-        batch.update(draw_mask(self.config, self.rng, **batch))
+        batch.update(draw_mask(self.config, rng, **batch))
         check_batch(self.config, batch)
+        return batch
+
+    def collate_inputs(self, examples: Sequence[Mapping], rng: np.random.Generator | None = None) -> dict:
+        """The padded (or, audio, cropped) batch without masks: what a frozen encoder takes, e.g. for a probe."""
+        inputs = [example[MODALITY_INPUT[self.modality]] for example in examples]
+        rng = self.rng if rng is None else rng
+        if self.modality == "audio":
+            return self._collate_audio(inputs, rng)
+        batch = getattr(self, f"_collate_{self.modality}")(inputs)
+        if self.modality == "vision" and self.image_augment == "affine":
+            batch["pixel_values"] = random_affine(batch["pixel_values"], rng)
         return batch
 
     def _pad_length(self, n: int) -> int:
@@ -275,7 +312,7 @@ class DataCollatorForData2VecPretraining:
             raise ValueError(f"each pixel_values must be (channels, height, width); got {tuple(images[0].shape)}")
         return {"pixel_values": torch.stack(images).float()}
 
-    def _collate_audio(self, waves: list) -> dict[str, torch.Tensor]:
+    def _collate_audio(self, waves: list, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         waves = [np.asarray(w, dtype=np.float32) for w in waves]
         for w in waves:
             if w.ndim != 1:
@@ -290,9 +327,13 @@ class DataCollatorForData2VecPretraining:
                 f"a clip of {min(lengths)} samples is shorter than the conv feature encoder's receptive field "
                 f"({need} samples): drop such clips"
             )
+        if self.max_audio_samples is not None:
+            cap = self.max_audio_samples
+            waves = [w if len(w) <= cap else w[(s := int(rng.integers(0, len(w) - cap + 1))) : s + cap] for w in waves]
+            lengths = [len(w) for w in waves]
         if self.audio_crop == "shortest":  # a random crop of every clip to the shortest one (data2vec)
             n = min(lengths)
-            starts = [int(self.rng.integers(0, len(w) - n + 1)) for w in waves]
+            starts = [int(rng.integers(0, len(w) - n + 1)) for w in waves]
             return {"input_values": torch.from_numpy(np.stack([w[s : s + n] for w, s in zip(waves, starts)]))}
         S = self._pad_length(max(lengths))
         values = np.zeros((len(waves), S), dtype=np.float32)
@@ -300,6 +341,21 @@ class DataCollatorForData2VecPretraining:
         for i, w in enumerate(waves):
             values[i, : len(w)], attention[i, : len(w)] = w, 1
         return {"input_values": torch.from_numpy(values), "attention_mask": torch.from_numpy(attention)}
+
+
+def random_affine(images: torch.Tensor, rng: np.random.Generator, degrees: float = 10.0, scale: float = 0.1,
+                  translate: float = 1.0) -> torch.Tensor:
+    """Each image of (B, C, H, W) rotated by up to +-`degrees`, scaled by up to +-`scale` and shifted by up to
+    +-`translate` pixels (bilinear; edges repeat the border). A small augmentation for small image sets."""
+    B, _, H, W = images.shape
+    angle = np.deg2rad(rng.uniform(-degrees, degrees, B))
+    zoom = rng.uniform(1 - scale, 1 + scale, B)
+    shift = rng.uniform(-translate, translate, (B, 2)) * 2 / np.array([W, H])  # pixels -> [-1, 1] units
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    theta = np.stack([np.stack([cos, -sin, shift[:, 0]], 1), np.stack([sin, cos, shift[:, 1]], 1)], 1)  # (B, 2, 3)
+    theta = torch.as_tensor(theta, dtype=images.dtype)
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
 
 def num_masked_patches(config: Data2VecConfig, grid: tuple[int, int]) -> int:
@@ -327,7 +383,11 @@ def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict
         pixel_values = batch["pixel_values"]
         grid = (pixel_values.shape[-2] // c.patch_size, pixel_values.shape[-1] // c.patch_size)
         n = num_masked_patches(c, grid)
-        masks = [block_mask(grid, n, rng, c.mask_length, c.mask_min_aspect).reshape(-1) for _ in pixel_values]
+        if c.mask_type == "random":
+            masks = [np.isin(np.arange(grid[0] * grid[1]), rng.choice(grid[0] * grid[1], n, replace=False))
+                     for _ in pixel_values]
+        else:
+            masks = [block_mask(grid, n, rng, c.mask_length, c.mask_min_aspect).reshape(-1) for _ in pixel_values]
         return {"bool_masked_pos": torch.from_numpy(np.stack(masks))}
     values = batch["input_values"]
     samples = [values.shape[1]] * len(values) if attention is None else attention.sum(1).tolist()
@@ -400,10 +460,12 @@ def check_batch(config: Data2VecConfig, batch: Mapping[str, torch.Tensor | None]
 
 __all__ = [
     "DataCollatorForData2VecPretraining",
+    "SeededBatch",
     "block_mask",
     "check_batch",
     "corrupt_text",
     "draw_mask",
+    "random_affine",
     "text_span_mask",
     "time_span_mask",
 ]

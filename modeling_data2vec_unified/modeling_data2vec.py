@@ -982,10 +982,11 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
             teacher.to(device)
         return teacher
 
-    def update_teacher(self) -> float:
+    def update_teacher(self, skip: torch.Tensor | None = None) -> float:
         """One EMA step of the teacher towards the student, at the decay scheduled for this update count (call it
-        after every optimizer step). Returns the decay used."""
-        return self.teacher.update(self._ema_source())
+        after every optimizer step). Returns the decay used. `skip` (a bool tensor) leaves the teacher unchanged
+        where True, without a host sync: pass it for an optimizer step that was skipped on the device."""
+        return self.teacher.update(self._ema_source(), skip=skip)
 
     def reset_teacher(self) -> None:
         """Make the teacher a fresh copy of the student (update count 0) at its next use."""

@@ -82,3 +82,16 @@ def test_model_teacher_drifts_as_expected_over_training_steps(modality):
         moved += not torch.equal(p, dict(source.named_parameters())[n])
     assert moved > 0  # the student moved away and the teacher lags behind it
 
+
+
+def test_skip_tensor_leaves_the_teacher_unchanged_on_the_device():
+    torch.manual_seed(0)
+    src, student = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    teacher = EMATeacher(src, 0.5, 0.5, 0)
+    before = [p.clone() for p in teacher.parameters()]
+    assert teacher.update(student, skip=torch.tensor(True)) == 0.5
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    assert teacher.num_updates == 1  # the schedule advances, as the learning rate's does
+    teacher.update(student, skip=torch.tensor(False))
+    for p, b, s in zip(teacher.parameters(), before, student.parameters()):
+        torch.testing.assert_close(p, 0.5 * b + 0.5 * s.detach())

@@ -156,3 +156,63 @@ def test_dataloader_workers_draw_different_masks():
     loader = torch.utils.data.DataLoader(images, batch_size=4, num_workers=2, collate_fn=collator)
     first, second = [batch["bool_masked_pos"] for batch in loader]  # one batch from each worker
     assert not torch.equal(first, second)
+
+
+def test_random_patch_masks_have_the_exact_count_and_cover_the_grid():
+    config = tiny_config("vision", mask_type="random", mask_prob=0.6)  # 4x4 grid: round(9.6) = 10 patches
+    collator = d2v.DataCollatorForData2VecPretraining(config, seed=0)
+    masks = torch.cat([collator(tiny_examples("vision"))["bool_masked_pos"] for _ in range(200)])
+    assert (masks.sum(1) == 10).all()
+    assert masks.float().mean(0).sub(10 / 16).abs().max() < 0.1  # uniform over positions
+    with pytest.raises(ValueError, match="mask_type for vision"):
+        tiny_config("vision", mask_type="span")
+    with pytest.raises(ValueError, match="mask_type for audio"):
+        tiny_config("audio", mask_type="random")
+
+
+def test_seeded_batches_draw_from_their_own_seed_even_in_workers():
+    config = tiny_config("audio")
+    collator = d2v.DataCollatorForData2VecPretraining(config, seed=0)
+    examples = tiny_examples("audio")
+    a = collator(d2v.SeededBatch(examples, (7, 0, 3)))
+    collator(examples)  # the collator's own stream moves on; seeded batches do not depend on it
+    b = collator(d2v.SeededBatch(examples, (7, 0, 3)))
+    c = collator(d2v.SeededBatch(examples, (7, 0, 4)))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["mask_time_indices"], c["mask_time_indices"])
+    dataset = type("Batched", (torch.utils.data.Dataset,), {
+        "__len__": lambda self: 3, "__getitem__": lambda self, i: examples[i],
+        "__getitems__": lambda self, idx: d2v.SeededBatch([examples[i] for i in idx], idx.seed)})()
+    sampler = [d2v.SeededBatch([0, 1, 2], (7, 0, 3))]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=1, collate_fn=collator)
+    (from_worker,) = list(loader)
+    assert all(torch.equal(a[k], from_worker[k]) for k in a)
+
+
+def test_long_clips_are_cropped_to_max_audio_samples():
+    config = tiny_config("audio")
+    collator = d2v.DataCollatorForData2VecPretraining(config, audio_crop="pad", max_audio_samples=3200)
+    batch = collator(tiny_examples("audio"))  # 3000, 3600, 3300 samples
+    assert batch["input_values"].shape == (3, 3200) and batch["attention_mask"].sum(1).tolist() == [3000, 3200, 3200]
+    wave = tiny_examples("audio")[1]["input_values"].numpy()
+    crop = batch["input_values"][1].numpy()
+    assert any(np.array_equal(crop, wave[s : s + 3200]) for s in range(401))  # a window of the clip
+    with pytest.raises(ValueError, match="receptive field"):
+        d2v.DataCollatorForData2VecPretraining(config, max_audio_samples=10)
+
+
+def test_random_affine_is_identity_at_zero_and_moves_pixels_otherwise():
+    from modeling_data2vec_unified.masking import random_affine
+
+    images = torch.randn(4, 1, 16, 16)
+    rng = np.random.default_rng(0)
+    same = random_affine(images, rng, degrees=0.0, scale=0.0, translate=0.0)
+    torch.testing.assert_close(same, images, atol=1e-5, rtol=0)
+    moved = random_affine(images, rng)
+    assert moved.shape == images.shape and not torch.allclose(moved, images, atol=1e-3)
+    # a pure rotation keeps the centre pixel's neighbourhood in place: the mean moves far less than the pixels
+    rotated = random_affine(images, np.random.default_rng(1), degrees=10.0, scale=0.0, translate=0.0)
+    assert (rotated - images).abs().mean() > 0.05
+    collator = d2v.DataCollatorForData2VecPretraining(tiny_config("vision"), image_augment="affine")
+    out = collator(tiny_examples("vision"))
+    assert not torch.allclose(out["pixel_values"], torch.stack([e["pixel_values"] for e in tiny_examples("vision")]))

@@ -1,0 +1,735 @@
+"""Pretraining data for data2vec: built-in offline sets, local folders / files and `datasets` Hub datasets, prepared
+into the examples `DataCollatorForData2VecPretraining` takes.
+
+`load_pretraining_data(config, dataset)` returns a `PretrainingData`: a map-style `train` set, the processor that
+prepared it, the config fields the data decides (text: the vocabulary and special ids) and, when the data has
+labels, a `ProbeData` for a linear probe.
+
+- `"builtin"` (no network): vision: scikit-learn's 8x8 digits; text: the Python help topics (`pydoc_data`) with a
+  byte-level BPE tokenizer trained on them; audio: 8 classes of sounds synthesised from `seed`. Prepared once, in
+  memory.
+- a local folder or file: images (`imagefolder`: subfolders are labels), audio files (.wav .flac .ogg, read with
+  soundfile), text files (.txt, and tables: .json .jsonl .csv .parquet, which may hold any modality).
+- anything else: a `datasets` Hub id.
+
+Example formats: text `{"input_ids": 1-D LongTensor}` wrapped `<s> ... </s>`; vision `{"pixel_values": (C, H, W)}`;
+audio `{"input_values": (samples,)}` float32, mono, at `config.sampling_rate`, normalised per clip. Text is tokenized
+up front; non-builtin images and audio are decoded and processed per batch in `__getitems__` (DataLoader workers
+parallelise it).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import PIL.Image
+import pyarrow as pa
+import scipy.signal
+import soundfile
+import torch
+from pydoc_data.topics import topics
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoFeatureExtractor,
+    AutoImageProcessor,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Wav2Vec2FeatureExtractor,
+)
+
+from .configuration_data2vec import MODALITIES, Data2VecConfig
+
+try:  # transformers >= 5.x: the Pillow backend; `ViTImageProcessor` wants torchvision and warns without it
+    from transformers import ViTImageProcessorPil as ImageProcessor
+except ImportError:
+    from transformers import ViTImageProcessor as ImageProcessor
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+TEXT_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv", ".parquet")
+# file extension -> how it is loaded: "imagefolder", "audio" (soundfile) or a `datasets` builder
+LOADERS = {
+    **dict.fromkeys(IMAGE_EXTENSIONS, "imagefolder"),
+    **dict.fromkeys(AUDIO_EXTENSIONS, "audio"),
+    ".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet",
+}
+TABLE_LOADERS = ("json", "csv", "parquet")  # tables may hold any modality: their columns decide
+LOADER_MODALITY = {"imagefolder": "vision", "audio": "audio", "text": "text"}
+COLUMN_NAMES = {"vision": ("image", "img", "pixel_values"), "audio": ("audio", "input_values", "speech"),
+                "text": ("text", "content", "sentence")}
+SOUND_CLASSES = ("sine", "sawtooth", "square", "whistle", "noise bursts", "rising chirp", "falling chirp", "clicks")
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0-3 as in RoBERTa; <mask> is added last
+PROBE_SIZE = 2000  # labelled examples kept for a linear probe (80% train, 20% test)
+NUM_CHECKED = 16  # examples prepared before returning, so broken data fails before training
+
+
+@dataclass
+class ProbeData:
+    """Labelled examples for a linear probe: each one an example in the collator's format plus `"labels": int`."""
+
+    train: list[dict]
+    test: list[dict]
+
+
+@dataclass
+class PretrainingData:
+    """What `load_pretraining_data` returns: the pretraining examples, the processor that prepared them, the config
+    fields the data decides (apply them before building the model), a probe set when labels exist, and a one-line
+    description."""
+
+    train: torch.utils.data.Dataset
+    processor: object
+    config_updates: dict
+    probe: ProbeData | None
+    description: str
+
+
+def load_pretraining_data(
+    config: Data2VecConfig,
+    dataset: str = "builtin",
+    *,
+    dataset_config_name: str | None = None,
+    split: str = "train",
+    processor=None,
+    column: str | None = None,
+    label_column: str | None = None,
+    max_seq_length: int = 128,
+    max_examples: int | None = None,
+    resample_audio: bool = True,
+    tokenizer_vocab_size: int = 2048,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> PretrainingData:
+    """Pretraining examples of `config.modality` from `dataset`, fitted to `config`.
+
+    `dataset`: "builtin", a local folder / file, or a `datasets` Hub id (loaded with `dataset_config_name`, `split`
+    and `cache_dir`; `split` also picks an image folder's split subfolder). `processor`: None (the package's default,
+    configured from the config; text: a byte-level BPE tokenizer of `tokenizer_vocab_size` trained on the data), a
+    local path or Hub id, or a processor object. `column` / `label_column`: the input / label columns (found by type
+    and name when None; a "label" column, e.g. from image subfolders, gives a probe). `max_seq_length`: text tokens
+    per example, `<s>` and `</s>` included. `max_examples`: keep the first N rows (builtin: pretraining examples).
+    `resample_audio`: resample audio at another rate to `config.sampling_rate` (else refuse it). `seed`: the builtin
+    sounds and the probe split.
+
+    Raises FileNotFoundError / ValueError naming the fix for a missing path, empty data, data of another modality,
+    audio at another sampling rate (with `resample_audio=False`) or images that do not come out at the config's size.
+    """
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be a positive number of examples or None; got {max_examples}")
+    modality = config.modality
+    if modality == "text":
+        if max_seq_length < 3:
+            raise ValueError(f"max_seq_length must be at least 3 (<s>, one token, </s>); got {max_seq_length}")
+        if processor is None and tokenizer_vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
+            raise ValueError(
+                f"tokenizer_vocab_size must be at least {256 + len(SPECIAL_TOKENS) + 1} (256 byte tokens and "
+                f"{len(SPECIAL_TOKENS) + 1} special tokens); got {tokenizer_vocab_size}"
+            )
+    if modality == "vision":
+        _image_mode(config)  # fails early on an unsupported number of channels
+    if isinstance(processor, str):
+        loader = {"text": AutoTokenizer, "vision": AutoImageProcessor, "audio": AutoFeatureExtractor}[modality]
+        processor = loader.from_pretrained(processor, cache_dir=cache_dir)
+
+    if dataset == "builtin":
+        if modality == "vision":
+            return _builtin_digits(config, processor, max_examples)
+        if modality == "audio":
+            return _builtin_sounds(config, processor, max_examples, seed)
+        rows = datasets.Dataset.from_dict({"text": [topics[key] for key in sorted(topics)]})
+        return _prepare_text(config, rows, "text", None, processor, max_seq_length, tokenizer_vocab_size, seed,
+                             "builtin Python help topics", max_blocks=max_examples)
+
+    rows, source = _load_rows(config, dataset, dataset_config_name, split, cache_dir)
+    if max_examples is not None:
+        rows = rows.select(range(min(max_examples, len(rows))))
+    column = _find_column(rows, modality, column, source)
+    if label_column is not None and label_column not in rows.column_names:
+        raise ValueError(
+            f"label_column {label_column!r} is not a column of {source}; its columns: {rows.column_names}"
+        )
+    if label_column is None and "label" in rows.column_names and column != "label":
+        label_column = "label"
+    if modality == "text":
+        return _prepare_text(config, rows, column, label_column, processor, max_seq_length, tokenizer_vocab_size, seed,
+                             source)
+    if modality == "vision":
+        return _prepare_images(config, rows, column, label_column, processor, seed, source)
+    return _prepare_audio(config, rows, column, label_column, processor, resample_audio, seed, source)
+
+
+# ---- example datasets ------------------------------------------------------------------------------------------
+
+
+class _Examples(torch.utils.data.Dataset):
+    """A map-style dataset whose subclasses build examples a batch at a time in `__getitems__` (what a DataLoader
+    calls); `__getitem__` goes through the same path."""
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} examples")
+        return self.__getitems__([index % len(self)])[0]
+
+
+class _InMemory(_Examples):
+    """Prepared inputs held in memory: a tensor (N, ...) or a list, one example each, under `key`."""
+
+    def __init__(self, key: str, values: torch.Tensor | list):
+        self.key, self.values = key, values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        return [{self.key: self.values[i]} for i in indices]
+
+
+class _TokenBlocks(_Examples):
+    """Token blocks of one length in a `datasets.Dataset` column "input_ids" (memory-mapped when loaded from disk)."""
+
+    def __init__(self, blocks: datasets.Dataset):
+        self.blocks = blocks.with_format("torch")
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        return [{"input_ids": ids} for ids in self.blocks[list(indices)]["input_ids"]]  # rows of a (B, T) LongTensor
+
+
+class _Images(_Examples):
+    """Images decoded and processed per batch: each converted to `mode` ("L" or "RGB"), then `processor`."""
+
+    def __init__(self, rows: datasets.Dataset, column: str, processor, mode: str):
+        self.rows, self.column, self.processor, self.mode = rows.select_columns([column]), column, processor, mode
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        images = [_to_pil(value).convert(self.mode) for value in self.rows[list(indices)][self.column]]
+        return [{"pixel_values": pixels} for pixels in _process_images(self.processor, images)]
+
+
+class _Audio(_Examples):
+    """Audio clips decoded per batch from the arrow storage (file bytes / paths read with soundfile, or arrays; no
+    torchcodec), averaged to mono, resampled to `sampling_rate` if needed, then normalised by `processor`."""
+
+    def __init__(self, rows: datasets.Dataset, column: str, processor, sampling_rate: int):
+        self.rows = rows.select_columns([column]).with_format("arrow")
+        self.column, self.processor, self.sampling_rate = column, processor, sampling_rate
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        return [{"input_values": self._prepare(value)} for value in self.rows[list(indices)].column(self.column)]
+
+    def _prepare(self, value: pa.Scalar) -> np.ndarray:
+        wave, rate = _read_clip(value, self.sampling_rate)
+        wave = _resample(wave, rate, self.sampling_rate)
+        return _normalize_clip(self.processor, wave, self.sampling_rate)
+
+
+def _all_examples(dataset: _Examples, chunk: int = 32) -> list[dict]:
+    """Every example of a dataset, prepared `chunk` at a time (few large images decoded at once)."""
+    return [e for start in range(0, len(dataset), chunk)
+            for e in dataset.__getitems__(range(start, min(start + chunk, len(dataset))))]
+
+
+# ---- loading rows ----------------------------------------------------------------------------------------------
+
+
+def _load_rows(
+    config: Data2VecConfig, dataset: str, config_name: str | None, split: str, cache_dir: str | None
+) -> tuple[datasets.Dataset, str]:
+    """The dataset's rows and a short name for messages: a local folder / file by its files' kinds, else the Hub."""
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        rows, source = _load_folder(config.modality, path, split, cache_dir), f"folder {dataset}"
+    elif path.is_file():
+        loader = LOADERS.get(path.suffix.lower())
+        if loader is None:
+            raise ValueError(f"{dataset} is not a supported data file: {_looked_for()}")
+        if LOADER_MODALITY.get(loader, config.modality) != config.modality:  # tables: their columns decide
+            raise _modality_error(f"file {dataset}", LOADER_MODALITY[loader], "a " + path.suffix.lower() + " file",
+                                  config.modality)
+        rows, source = _load_files(loader, [path], path.parent, split, cache_dir), f"file {dataset}"
+    elif not _plausible_hub_id(dataset):
+        raise FileNotFoundError(
+            f"dataset {dataset!r} does not exist: give an existing folder or file, 'builtin', or a datasets Hub id "
+            "(name or owner/name)"
+        )
+    else:
+        try:
+            rows = datasets.load_dataset(dataset, config_name, split=split, cache_dir=cache_dir)
+        except Exception as error:  # offline, unknown id, config or split: say what was tried
+            raise FileNotFoundError(
+                f"{dataset!r} is not a local path, and loading it from the Hub as load_dataset({dataset!r}, "
+                f"{config_name!r}, split={split!r}) failed: {type(error).__name__}: {error}. Give an existing folder "
+                "or file, 'builtin', or a reachable Hub dataset."
+            ) from error
+        source = f"Hub dataset {dataset}" + (f" ({config_name})" if config_name else "") + f" [{split}]"
+    if len(rows) == 0:
+        raise ValueError(f"{source} holds no examples: {_looked_for()}")
+    return rows, source
+
+
+def _plausible_hub_id(name: str) -> bool:
+    """'name' or 'owner/name', not a path-like string (./x, /x, ~/x, a/b/c) nor a data file name (x.csv)."""
+    return (re.fullmatch(r"[\w][\w.-]*(/[\w][\w.-]*)?", name) is not None
+            and Path(name).suffix.lower() not in LOADERS)
+
+
+def _looked_for() -> str:
+    return ("looked for images (" + " ".join(IMAGE_EXTENSIONS) + "), audio (" + " ".join(AUDIO_EXTENSIONS)
+            + ") and text (" + " ".join(TEXT_EXTENSIONS) + ")")
+
+
+def _load_folder(modality: str, root: Path, split: str, cache_dir: str | None) -> datasets.Dataset:
+    """A folder's rows: the files of the modality's own kind if any (images, audio, .txt), else its one kind of
+    table; files under hidden folders are skipped."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for file in sorted(root.rglob("*")):
+        loader = LOADERS.get(file.suffix.lower())
+        if loader and file.is_file() and not any(p.startswith(".") for p in file.relative_to(root).parts):
+            groups[loader].append(file)
+    if not groups:
+        raise ValueError(f"folder {root} has no usable files: {_looked_for()}")
+    own = next(loader for loader, m in LOADER_MODALITY.items() if m == modality)
+    tables = [loader for loader in TABLE_LOADERS if loader in groups]
+    if own in groups:
+        loader = own
+    elif len(tables) == 1:
+        loader = tables[0]
+    elif tables:
+        raise ValueError(f"folder {root} mixes {' / '.join(tables)} files: point dataset at one file, or a folder "
+                         "of one format")
+    else:
+        loader = next(iter(groups))
+        extensions = " ".join(sorted({f.suffix.lower() for f in groups[loader]}))
+        raise _modality_error(f"folder {root}", LOADER_MODALITY[loader], f"{extensions} files", modality)
+    return _load_files(loader, groups[loader], root, split, cache_dir)
+
+
+def _modality_error(source: str, held: str, what: str, modality: str) -> ValueError:
+    return ValueError(
+        f"{source} holds {held} data ({what}), not {modality}: use --modality {held} (a config with "
+        f"modality={held!r}), or give {modality} data"
+    )
+
+
+def _load_files(loader: str, files: list[Path], root: Path, split: str, cache_dir: str | None) -> datasets.Dataset:
+    if loader == "audio":
+        return _audio_file_rows(files, root)
+    try:
+        if loader == "imagefolder" and len(files) > 1:  # data_dir: subfolders give labels (and splits, if named so)
+            return datasets.load_dataset("imagefolder", data_dir=str(root), split=split, cache_dir=cache_dir)
+        return datasets.load_dataset(loader, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
+    except Exception as error:  # datasets' messages for an empty or malformed file do not say which file
+        names = ", ".join(str(f) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise ValueError(
+            f"datasets' {loader!r} builder could not read {names} ({type(error).__name__}: {error}): check that "
+            f"the files are not empty or malformed ({_looked_for()})"
+        ) from error
+
+
+def _audio_file_rows(files: list[Path], root: Path) -> datasets.Dataset:
+    """Rows of {"bytes": None, "path"} structs (read lazily) and, when every file sits in a subfolder and there are
+    several, a "label" ClassLabel named by the file's folder (as `imagefolder` does)."""
+    columns = {"audio": [{"bytes": None, "path": str(f)} for f in files]}
+    features = {"audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}}
+    names = sorted({f.parent.name for f in files})
+    if all(f.parent != root for f in files) and len(names) > 1:
+        columns["label"] = [names.index(f.parent.name) for f in files]
+        features["label"] = datasets.ClassLabel(names=names)
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
+def _find_column(rows: datasets.Dataset, modality: str, column: str | None, source: str) -> str:
+    """`column`, else the first column holding the modality's data (by feature type, then by name); data of another
+    modality only is refused, naming the modality to use."""
+    if column is not None:
+        if column not in rows.column_names:
+            raise ValueError(f"column {column!r} is not a column of {source}; its columns: {rows.column_names}")
+        return column
+    found = {m: _columns_of(rows.features, m) for m in MODALITIES}
+    if found[modality]:
+        return found[modality][0]
+    other = next((m for m in MODALITIES if found[m]), None)
+    if other is not None:
+        raise _modality_error(source, other, f"column {found[other][0]!r}; pass column=... to pick another", modality)
+    raise ValueError(
+        f"{source} has no {modality} column (looked for {' / '.join(COLUMN_NAMES[modality])} or a column of that "
+        f"type); its columns: {rows.column_names}. Pass column=..."
+    )
+
+
+def _columns_of(features: datasets.Features, modality: str) -> list[str]:
+    if modality == "text":
+        typed = [c for c, f in features.items()
+                 if isinstance(f, datasets.Value) and f.dtype in ("string", "large_string")]
+    else:
+        kind = datasets.Image if modality == "vision" else datasets.Audio
+        typed = [c for c, f in features.items() if isinstance(f, kind)]
+    named = [c for c in COLUMN_NAMES[modality] if c in features]
+    return list(dict.fromkeys(named + typed if modality == "text" else typed + named))
+
+
+def _probe(rows: datasets.Dataset, label_column: str | None, prepare, seed: int) -> ProbeData | None:
+    """Up to PROBE_SIZE labelled rows drawn with `seed`, prepared by `prepare(rows) -> list[dict]`, split 80/20.
+    Labels that are not integers (class names) are numbered in sorted order."""
+    if label_column is None:
+        return None
+    rows = rows.shuffle(seed=seed).select(range(min(PROBE_SIZE, len(rows))))
+    labels = list(rows[label_column])
+    if not all(isinstance(y, (int, np.integer)) for y in labels):
+        names = sorted({str(y) for y in labels})
+        labels = [names.index(str(y)) for y in labels]
+    examples = [{**example, "labels": int(y)} for example, y in zip(prepare(rows), labels)]
+    cut = int(0.8 * len(examples))
+    return ProbeData(train=examples[:cut], test=examples[cut:])
+
+
+# ---- vision ----------------------------------------------------------------------------------------------------
+
+
+def _image_mode(config: Data2VecConfig) -> str:
+    modes = {1: "L", 3: "RGB"}
+    if config.num_channels not in modes:
+        raise ValueError(f"images are prepared as 1 (grayscale) or 3 (RGB) channels; config.num_channels is "
+                         f"{config.num_channels}")
+    return modes[config.num_channels]
+
+
+def _to_pil(value) -> PIL.Image.Image:
+    """A PIL image from a decoded image, an {"bytes", "path"} struct, or a (H, W[, C]) uint8 array."""
+    if isinstance(value, PIL.Image.Image):
+        return value
+    if isinstance(value, dict):
+        return PIL.Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+    return PIL.Image.fromarray(np.asarray(value))
+
+
+def _process_images(processor, images: list[PIL.Image.Image]) -> list[torch.Tensor]:
+    return [torch.as_tensor(pixels, dtype=torch.float32) for pixels in processor(images)["pixel_values"]]
+
+
+def _image_processor(config: Data2VecConfig, pixels: torch.Tensor | None = None):
+    """The default image processor: resize to config.image_size (bilinear) and rescale to [0, 1]; then, given
+    `pixels` (N, C, H, W) it prepared so, normalise with their per-channel mean / std (standardised inputs)."""
+    size = {"height": config.image_size, "width": config.image_size}
+    if pixels is None:
+        return ImageProcessor(size=size, resample=PIL.Image.BILINEAR, do_normalize=False)
+    mean, std = pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return ImageProcessor(size=size, resample=PIL.Image.BILINEAR, image_mean=mean.tolist(), image_std=std.tolist())
+
+
+def _check_image_shapes(config: Data2VecConfig, pixels: Iterable[torch.Tensor], source: str) -> None:
+    expected = (config.num_channels, config.image_size, config.image_size)
+    shapes = sorted({tuple(p.shape) for p in pixels})
+    if shapes != [expected]:
+        raise ValueError(
+            f"{source}: the processor gives pixel_values of shape(s) {shapes}; the model takes {expected} "
+            f"(config num_channels, image_size). Use a processor that resizes to {config.image_size}x"
+            f"{config.image_size} (do_resize=True, or processor=None), or set image_size to the images' size"
+        )
+
+
+def _builtin_digits(config: Data2VecConfig, processor, max_examples: int | None) -> PretrainingData:
+    """scikit-learn's 1797 digits as 'L' images: the first 1500 for pretraining (and the probe's training set), the
+    last 297 held out; prepared once into a (N, C, H, W) tensor."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = [PIL.Image.fromarray(np.round(x * 255 / 16).astype(np.uint8), "L") for x in digits.images]
+    if processor is None:  # grayscale digits: process one channel, then repeat it (a view) for RGB models
+        processor = _image_processor(config, torch.stack(_process_images(_image_processor(config), images[:1500])))
+        pixels = torch.stack(_process_images(processor, images)).expand(-1, config.num_channels, -1, -1)
+        processor.image_mean, processor.image_std = (list(v) * config.num_channels
+                                                     for v in (processor.image_mean, processor.image_std))
+    else:
+        mode = _image_mode(config)
+        pixels = torch.stack(_process_images(processor, [image.convert(mode) for image in images]))
+    _check_image_shapes(config, pixels[:NUM_CHECKED], "builtin digits")
+    labeled = [{"pixel_values": p, "labels": int(y)} for p, y in zip(pixels, digits.target)]
+    n = 1500 if max_examples is None else min(1500, max_examples)
+    return PretrainingData(
+        train=_InMemory("pixel_values", pixels[:n]),
+        processor=processor,
+        config_updates={},
+        probe=ProbeData(train=labeled[:1500], test=labeled[1500:]),
+        description=f"builtin digits: {n} images -> {'x'.join(map(str, pixels.shape[1:]))}",
+    )
+
+
+def _prepare_images(config, rows, column, label_column, processor, seed, source) -> PretrainingData:
+    mode = _image_mode(config)
+    if processor is None:  # normalise with the data's own statistics, from its first images
+        first = _Images(rows.select(range(min(256, len(rows)))), column, _image_processor(config), mode)
+        processor = _image_processor(config, torch.stack([e["pixel_values"] for e in _all_examples(first)]))
+    train = _Images(rows, column, processor, mode)
+    _check_image_shapes(config, [e["pixel_values"] for e in train.__getitems__(range(min(NUM_CHECKED, len(train))))],
+                        source)
+    return PretrainingData(
+        train=train,
+        processor=processor,
+        config_updates={},
+        probe=_probe(rows, label_column, lambda r: _all_examples(_Images(r, column, processor, mode)), seed),
+        description=f"{source}: {len(train)} images -> {config.num_channels}x{config.image_size}x{config.image_size}",
+    )
+
+
+# ---- text ------------------------------------------------------------------------------------------------------
+
+
+def train_bpe_tokenizer(texts: Iterable, vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts` (strings or batches of strings) with RoBERTa's special tokens:
+    <s>=0, <pad>=1, </s>=2, <unk>=3 and <mask> the last id; it wraps each text as `<s> ... </s>`. Deterministic."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(texts, trainer)
+    bpe.add_special_tokens(["<mask>"])
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        mask_token="<mask>", cls_token="<s>", sep_token="</s>",
+    )
+
+
+def _special_ids(tokenizer) -> dict[str, int]:
+    """The ids the model needs: <s> / </s> (or CLS / SEP), padding and mask."""
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "mask_token_id": tokenizer.mask_token_id,
+    }
+    missing = [name for name, value in ids.items() if value is None]
+    if missing:
+        raise ValueError(
+            f"the tokenizer has no {', '.join(m.removesuffix('_token_id') for m in missing)} token: use one with "
+            "begin / end, padding and mask tokens (e.g. a RoBERTa or BERT tokenizer), or processor=None to train a "
+            "BPE tokenizer on the data"
+        )
+    return ids
+
+
+def _group_texts(batch: dict, tokenizer, column: str, block: int, bos: int, eos: int) -> dict:
+    """run_mlm's group_texts: tokenize, concatenate (each text followed by </s>), cut into blocks of `block` tokens
+    wrapped <s> ... </s>, and drop the remainder."""
+    ids = tokenizer([t for t in batch[column] if t], add_special_tokens=False)["input_ids"]
+    stream = [token for text in ids for token in (*text, eos)]
+    return {"input_ids": [[bos, *stream[i : i + block], eos] for i in range(0, len(stream) - block + 1, block)]}
+
+
+def _prepare_text(
+    config, rows, column, label_column, tokenizer, max_seq_length, vocab_size, seed, source, max_blocks=None
+) -> PretrainingData:
+    """Tokenizes `rows[column]` into blocks of `max_seq_length` tokens (training a BPE tokenizer on them when
+    `tokenizer` is None); `max_blocks` keeps the first blocks only."""
+    if tokenizer is None:
+        tokenizer = train_bpe_tokenizer((batch[column] for batch in rows.select_columns([column]).iter(1000)),
+                                        vocab_size)
+    ids = _special_ids(tokenizer)
+    blocks = rows.map(
+        _group_texts, batched=True, remove_columns=rows.column_names, desc="tokenizing",
+        fn_kwargs=dict(tokenizer=tokenizer, column=column, block=max_seq_length - 2, bos=ids["bos_token_id"],
+                       eos=ids["eos_token_id"]),
+    )
+    if len(blocks) == 0:
+        raise ValueError(
+            f"{source} holds fewer than max_seq_length - 2 = {max_seq_length - 2} tokens (per batch of 1000 rows): "
+            "use more text or a smaller max_seq_length"
+        )
+    if max_blocks is not None:
+        blocks = blocks.select(range(min(max_blocks, len(blocks))))
+
+    def tokenize(probe_rows):
+        encoded = tokenizer([t or "" for t in probe_rows[column]], truncation=True, max_length=max_seq_length)
+        return [{"input_ids": torch.tensor(x)} for x in encoded["input_ids"]]
+
+    # RoBERTa positions run from pad_token_id + 1 (Data2VecTextEmbeddings)
+    updates = {"vocab_size": len(tokenizer), **ids, "max_position_embeddings": max_seq_length + ids["pad_token_id"] + 1}
+    return PretrainingData(
+        train=_TokenBlocks(blocks),
+        processor=tokenizer,
+        config_updates=updates,
+        probe=_probe(rows, label_column, tokenize, seed),
+        description=f"{source}: {len(blocks)} blocks of {max_seq_length} tokens, vocabulary {len(tokenizer)}",
+    )
+
+
+# ---- audio -----------------------------------------------------------------------------------------------------
+
+
+def default_feature_extractor(sampling_rate: int) -> Wav2Vec2FeatureExtractor:
+    """Per-clip zero-mean unit-variance normalisation at `sampling_rate` (wav2vec 2.0 / data2vec audio)."""
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=sampling_rate, padding_value=0.0, do_normalize=True,
+                                    return_attention_mask=True)
+
+
+def _normalize_clip(processor, wave: np.ndarray, sampling_rate: int) -> np.ndarray:
+    return np.asarray(processor(wave, sampling_rate=sampling_rate)["input_values"][0], dtype=np.float32)
+
+
+def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target:
+        return wave
+    g = math.gcd(rate, target)
+    return scipy.signal.resample_poly(wave, target // g, rate // g).astype(np.float32)
+
+
+def _audio_source(value: pa.Scalar) -> tuple[np.ndarray | io.BytesIO | str, int | None]:
+    """An audio cell as (array, sampling rate or None) or (a file's bytes / path for soundfile, None)."""
+    if pa.types.is_struct(value.type):
+        fields = {field.name for field in value.type}
+        if "array" in fields:
+            return _numpy(value["array"]), value["sampling_rate"].as_py() if "sampling_rate" in fields else None
+        data = value["bytes"].as_py() if "bytes" in fields else None
+        return (io.BytesIO(data) if data else value["path"].as_py()), None
+    return _numpy(value), None
+
+
+def _numpy(value: pa.ListScalar) -> np.ndarray:
+    array = value.values.to_numpy(zero_copy_only=False)
+    return np.stack(array) if array.dtype == object else array  # list<list<float>>: (channels, samples)
+
+
+def _clip_info(value: pa.Scalar, default_rate: int) -> tuple[int, int]:
+    """(samples, sampling rate) of an audio cell, from the file's header or the array's shape."""
+    source, rate = _audio_source(value)
+    if isinstance(source, np.ndarray):
+        return source.shape[-1], rate or default_rate
+    info = soundfile.info(source)
+    return info.frames, info.samplerate
+
+
+def _read_clip(value: pa.Scalar, default_rate: int) -> tuple[np.ndarray, int]:
+    """A mono float32 waveform and its sampling rate; channels are averaged."""
+    source, rate = _audio_source(value)
+    if isinstance(source, np.ndarray):
+        wave = source.mean(axis=0) if source.ndim == 2 else source
+        return wave.astype(np.float32), rate or default_rate
+    wave, rate = soundfile.read(source, dtype="float32", always_2d=True)
+    return wave.mean(axis=1), rate
+
+
+def synthesize_sounds(num_clips: int, sampling_rate: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """`num_clips` float32 clips of 1-2 s, balanced over the SOUND_CLASSES (shuffled), and their labels: random
+    pitch, an attack / decay envelope and a little noise. Deterministic given `seed`."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(num_clips) % len(SOUND_CLASSES))
+    return [_synthesize(int(y), sampling_rate, rng) for y in labels], labels
+
+
+def _synthesize(kind: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    n = int(rng.uniform(1.0, 2.0) * sr)
+    t = np.arange(n) / sr
+    if kind <= 2:  # low tones: a sine; all harmonics at 1/k (sawtooth); odd harmonics at 1/k (square)
+        f0 = rng.uniform(110, 330)
+        k = np.arange(1, 16 if kind else 2, 2 if kind == 2 else 1)
+        k = k[k * f0 < sr / 2][:, None]
+        wave = (np.sin(2 * np.pi * f0 * k * t) / k).sum(0)
+    elif kind == 3:  # high whistle with vibrato
+        f = rng.uniform(1000, min(3000, 0.4 * sr)) * (1 + 0.02 * np.sin(2 * np.pi * rng.uniform(4, 7) * t))
+        wave = np.sin(2 * np.pi * np.cumsum(f) / sr)
+    elif kind == 4:  # 2-4 noise bursts decaying in 50 ms
+        onsets = rng.uniform(0, t[-1], rng.integers(2, 5))
+        wave = rng.standard_normal(n) * sum(np.exp(-(t - o) / 0.05) * (t >= o) for o in onsets)
+    elif kind <= 6:  # exponential chirp over two octaves, up or down
+        f0, ratio = rng.uniform(200, 500), 4.0 if kind == 5 else 0.25
+        wave = np.sin(2 * np.pi * f0 * t[-1] / np.log(ratio) * (ratio ** (t / t[-1]) - 1))
+    else:  # clicks: 1.5 kHz pings decaying in 5 ms, 4-12 per second
+        rate = rng.uniform(4, 12)
+        wave = np.sin(2 * np.pi * min(1500, 0.4 * sr) * t) * np.exp(-((t * rate) % 1.0) / rate / 0.005)
+    envelope = np.minimum(t / rng.uniform(0.005, 0.1), 1) * np.exp(-t * rng.uniform(0, 2))
+    envelope *= np.minimum((t[-1] - t) / 0.02, 1)  # 20 ms fade out
+    wave = rng.uniform(0.3, 1.0) * envelope * wave / np.abs(wave).max()
+    return (wave + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def _builtin_sounds(config: Data2VecConfig, processor, max_examples: int | None, seed: int) -> PretrainingData:
+    """1000 synthetic clips at config.sampling_rate, normalised once: the first 800 for pretraining (and the probe's
+    training set), the last 200 held out."""
+    sr = config.sampling_rate
+    processor = processor if processor is not None else default_feature_extractor(sr)
+    _check_processor_rate(processor, sr)
+    clips, labels = synthesize_sounds(1000, sr, seed)
+    waves = [_normalize_clip(processor, clip, sr) for clip in clips]
+    labeled = [{"input_values": w, "labels": int(y)} for w, y in zip(waves, labels)]
+    n = 800 if max_examples is None else min(800, max_examples)
+    return PretrainingData(
+        train=_InMemory("input_values", waves[:n]),
+        processor=processor,
+        config_updates={},
+        probe=ProbeData(train=labeled[:800], test=labeled[800:]),
+        description=f"builtin sounds: {n} clips of 1-2 s at {sr} Hz, {len(SOUND_CLASSES)} classes",
+    )
+
+
+def _check_processor_rate(processor, sampling_rate: int) -> None:
+    rate = getattr(processor, "sampling_rate", sampling_rate)
+    if rate != sampling_rate:
+        raise ValueError(f"the feature extractor works at {rate} Hz but config.sampling_rate is {sampling_rate} Hz: "
+                         "use one at the model's rate, or processor=None")
+
+
+def _prepare_audio(config, rows, column, label_column, processor, resample, seed, source) -> PretrainingData:
+    """Scans the clips' lengths and rates (file headers only), refuses or resamples other rates, drops clips shorter
+    than the conv feature encoder's receptive field, and decodes the rest lazily."""
+    sr, field = config.sampling_rate, config.receptive_field
+    processor = processor if processor is not None else default_feature_extractor(sr)
+    _check_processor_rate(processor, sr)
+    table = rows.select_columns([column]).with_format("arrow")
+    infos = np.array([_clip_info(value, sr) for start in range(0, len(rows), 1000)
+                      for value in table[start : start + 1000].column(column)]).reshape(-1, 2)
+    rates = sorted({int(r) for r in infos[:, 1]} - {sr})
+    if rates and not resample:
+        raise ValueError(
+            f"{source} has audio at {', '.join(map(str, rates))} Hz but the model expects {sr} Hz "
+            "(config.sampling_rate): resample the audio, or pass resample_audio=True (--resample_audio)"
+        )
+    if rates:
+        warnings.warn(f"{source}: resampling audio from {', '.join(map(str, rates))} Hz to {sr} Hz "
+                      "(config.sampling_rate)", stacklevel=3)
+    samples = np.ceil(infos[:, 0] * sr / infos[:, 1])
+    keep = np.flatnonzero(samples >= field)
+    if len(keep) == 0:
+        raise ValueError(f"every clip of {source} is shorter than the conv feature encoder's receptive field "
+                         f"({field} samples at {sr} Hz): use longer clips")
+    if len(keep) < len(rows):
+        warnings.warn(f"{source}: dropped {len(rows) - len(keep)} of {len(rows)} clips shorter than the receptive "
+                      f"field ({field} samples at {sr} Hz)", stacklevel=3)
+        rows = rows.select(keep)
+    train = _Audio(rows, column, processor, sr)
+    train.__getitems__(range(min(NUM_CHECKED, len(train))))  # unreadable files fail here, not in training
+    return PretrainingData(
+        train=train,
+        processor=processor,
+        config_updates={},
+        probe=_probe(rows, label_column, lambda r: _all_examples(_Audio(r, column, processor, sr)), seed),
+        description=f"{source}: {len(train)} clips at {sr} Hz",
+    )
+
+
+__all__ = [
+    "PretrainingData",
+    "ProbeData",
+    "SOUND_CLASSES",
+    "default_feature_extractor",
+    "load_pretraining_data",
+    "synthesize_sounds",
+    "train_bpe_tokenizer",
+]

@@ -1,0 +1,242 @@
+"""The accelerate-driven trainer: exact resume, checkpoints, non-finite steps, collapse, the saved result, trackers,
+the Hub upload. Tiny configs and in-memory data; the CLI on built-in data is in test_trainer_cli.py."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForPreTraining
+
+import modeling_data2vec_unified as d2v
+from modeling_data2vec_unified.data import PretrainingData, ProbeData
+from modeling_data2vec_unified.trainer import (
+    Data2VecPretrainer,
+    EpochBatchSampler,
+    NonFiniteLossError,
+    PretrainingArguments,
+    find_checkpoint,
+    parse_overrides,
+)
+
+from conftest import tiny_config
+
+
+def tiny_data(modality: str, n: int = 24, seed: int = 0) -> PretrainingData:
+    g = torch.Generator().manual_seed(seed)
+    if modality == "text":
+        examples = [{"input_ids": [0, *torch.randint(3, 97, (int(k),), generator=g).tolist(), 2]}
+                    for k in torch.randint(8, 20, (n,), generator=g)]
+    elif modality == "vision":
+        examples = [{"pixel_values": torch.randn(3, 32, 32, generator=g)} for _ in range(n)]
+    else:
+        examples = [{"input_values": torch.randn(int(k), generator=g)} for k in torch.randint(2400, 3600, (n,), generator=g)]
+    probe = ProbeData(train=[{**e, "labels": i % 2} for i, e in enumerate(examples[:16])],
+                      test=[{**e, "labels": i % 2} for i, e in enumerate(examples[16:])])
+    return PretrainingData(train=examples, processor=None, config_updates={}, probe=probe, description="tiny")
+
+
+def make_trainer(tmp_path, modality="vision", config=None, data=None, **overrides) -> Data2VecPretrainer:
+    defaults = dict(modality=modality, output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=4,
+                    learning_rate=1e-3, logging_steps=1, save_steps=100, report_to="none", disable_tqdm=True,
+                    probe=False, seed=0, collapse_check_after=1000)
+    args = PretrainingArguments(**{**defaults, **overrides})
+    torch.manual_seed(0)
+    model = d2v.Data2VecForPreTraining(config or tiny_config(modality))
+    return Data2VecPretrainer(args, model=model, data=data or tiny_data(modality))
+
+
+def weights(trainer) -> dict[str, torch.Tensor]:
+    model = trainer.unwrapped
+    out = {f"student.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    out.update({f"teacher.{k}": v.detach().clone() for k, v in model.teacher.state_dict().items()
+                if isinstance(v, torch.Tensor)})
+    return out
+
+
+@pytest.mark.parametrize("modality,accumulate", [("text", 1), ("vision", 2), ("audio", 1)])
+def test_resume_continues_exactly(tmp_path, modality, accumulate):
+    """A run stopped at step 5 and resumed to 10 gives the losses and final weights of an uninterrupted 10-step run
+    (text has dropout on, so the restored RNG matters; vision accumulates gradients)."""
+    kw = dict(max_steps=10, save_steps=5, gradient_accumulation_steps=accumulate)
+    full = make_trainer(tmp_path / "full", modality, **kw)
+    full.train()
+    first = make_trainer(tmp_path / "split", modality, **kw)
+    first.train(stop_at_step=5)
+    assert first.state.global_step == 5 and (tmp_path / "split" / "checkpoint-5").is_dir()
+    resumed = make_trainer(tmp_path / "split", modality, resume_from_checkpoint="latest", **kw)
+    resumed.train()
+    losses = lambda t: [(h["step"], h["loss"]) for h in t.log_history]  # noqa: E731
+    assert losses(first) + losses(resumed) == losses(full)
+    assert resumed.unwrapped.teacher.num_updates == 10
+    a, b = weights(full), weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and the weights did move from their start
+    start = weights(make_trainer(tmp_path / "start", modality))
+    assert not all(torch.equal(start[k], a[k]) for k in a if k.startswith("student."))
+
+
+def test_ema_steps_once_per_optimizer_step(tmp_path):
+    t = make_trainer(tmp_path, "vision", max_steps=3, gradient_accumulation_steps=3)
+    t.train()
+    assert t.unwrapped.teacher.num_updates == 3
+    assert t.state.micro_batches == 9
+
+
+def test_checkpoints_atomic_limit_and_latest(tmp_path):
+    t = make_trainer(tmp_path, "vision", max_steps=8, save_steps=2, save_total_limit=2)
+    t.train()
+    names = sorted(p.name for p in tmp_path.glob("checkpoint-*"))
+    assert names == ["checkpoint-6", "checkpoint-8"]
+    ckpt = tmp_path / "checkpoint-8"
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["global_step"] == 8 and state["modality"] == "vision"
+    assert {"model.safetensors", "optimizer.bin"} <= {p.name for p in ckpt.iterdir()}
+    # a save killed half-way leaves checkpoint-N.tmp, which is never taken for the latest
+    (tmp_path / "checkpoint-10.tmp").mkdir()
+    (tmp_path / "checkpoint-12").mkdir()  # no trainer_state.json: not complete either
+    assert find_checkpoint(tmp_path, "latest") == ckpt
+    assert find_checkpoint(tmp_path / "nothing-here", "latest") is None
+
+
+def test_bad_checkpoints_refused(tmp_path):
+    make_trainer(tmp_path / "v", "vision", max_steps=2, save_steps=2).train()
+    with pytest.raises(ValueError, match="not a data2vec-pretrain checkpoint"):
+        make_trainer(tmp_path / "x", "vision", resume_from_checkpoint=str(tmp_path / "v"))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        make_trainer(tmp_path / "x", "vision", resume_from_checkpoint=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="another model"):
+        make_trainer(tmp_path / "x", "text", resume_from_checkpoint=str(tmp_path / "v" / "checkpoint-2"))
+
+
+class NaNAtCall:
+    """Wraps forward_loss: the loss of call number `at` (1-based) becomes NaN."""
+
+    def __init__(self, model, at: int):
+        self.inner, self.at, self.calls = model.forward_loss, at, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        loss, num_masked = self.inner(*args)
+        return (loss * float("nan") if self.calls == self.at else loss), num_masked
+
+
+def test_nonfinite_loss_stops_without_poisoning(tmp_path):
+    t = make_trainer(tmp_path, "vision", max_steps=6, logging_steps=3)
+    model = t.model
+    model.forward_loss = NaNAtCall(model, at=2)
+    snapshots = {}
+    original = model.update_teacher
+
+    def update_teacher(skip=None):
+        decay = original(skip=skip)
+        snapshots[model.teacher.num_updates] = weights(t)
+        return decay
+
+    model.update_teacher = update_teacher
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        t.train()
+    # step 2's update was skipped on the device: student and teacher after step 2 equal those after step 1
+    for k, v in snapshots[1].items():
+        assert torch.equal(v, snapshots[2][k]), k
+    for k, v in snapshots[3].items():
+        assert torch.isfinite(v).all(), k
+    assert not torch.equal(snapshots[3]["student.regression_head.proj.weight"],
+                           snapshots[2]["student.regression_head.proj.weight"])  # step 3 trained again
+
+
+def test_skip_nonfinite_finishes(tmp_path):
+    t = make_trainer(tmp_path, "text", max_steps=4, logging_steps=4, skip_nonfinite=True)
+    t.model.forward_loss = NaNAtCall(t.model, at=3)
+    metrics = t.train()
+    assert metrics["nonfinite_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in weights(t).values() if v.is_floating_point())
+
+
+def test_collapse_stops_the_run(tmp_path):
+    config = tiny_config("vision", min_target_var=50.0)  # no target spread can reach this
+    t = make_trainer(tmp_path, "vision", config=config, max_steps=6, logging_steps=2, collapse_check_after=2)
+    with pytest.raises(d2v.Data2VecCollapseError, match="target_var"):
+        t.train()
+    assert t.state.global_step == 2
+
+
+def test_result_loads_with_auto_classes_and_logs(tmp_path):
+    t = make_trainer(tmp_path, "audio", max_steps=3, report_to="tensorboard", probe=True)
+    metrics = t.train()
+    assert AutoModel.from_pretrained(tmp_path).__class__ is d2v.Data2VecAudioModel
+    pretraining = AutoModelForPreTraining.from_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    for k, v in t.unwrapped.state_dict().items():
+        assert torch.equal(saved[k], v), k
+    assert pretraining.__class__ is d2v.Data2VecForPreTraining
+    assert set(json.loads((tmp_path / "probe.json").read_text())) >= {"pretrained", "random_init", "raw_inputs"}
+    assert 0.0 <= metrics["probe_pretrained"] <= 1.0
+    for key in ("loss", "lr", "ema_decay", "target_var", "pred_var", "masked_fraction", "samples_per_second",
+                "tokens_per_second", "grad_norm"):
+        assert key in metrics and metrics[key] == metrics[key], key
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents.*")).parent)).Reload()
+    assert {"loss", "target_var", "grad_norm", "ema_decay"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
+
+
+def test_bf16_keeps_teacher_and_targets_fp32(tmp_path):
+    t = make_trainer(tmp_path, "vision", max_steps=2, mixed_precision="bf16")
+    t.train()
+    assert all(p.dtype == torch.float32 for p in t.unwrapped.teacher.parameters())
+    assert t.log_history[-1]["loss"] == t.log_history[-1]["loss"]
+
+
+def test_push_to_hub_uploads_the_result_only(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoUrl
+
+    calls = {}
+    monkeypatch.setattr(HfApi, "create_repo",
+                        lambda self, repo_id, **kw: calls.setdefault("repo", (repo_id, kw)) and RepoUrl(
+                            f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(HfApi, "create_commit",
+                        lambda self, repo_id, operations, **kw: calls.setdefault("files", sorted(
+                            op.path_in_repo for op in operations)))
+    t = make_trainer(tmp_path / "run", "vision", max_steps=2, save_steps=1, push_to_hub=True,
+                     hub_model_id="someone/d2v-tiny")
+    t.train()
+    assert calls["repo"][0] == "someone/d2v-tiny"
+    assert {"config.json", "model.safetensors"} <= set(calls["files"])
+    assert not any(f.startswith("checkpoint-") for f in calls["files"])
+
+
+def test_sampler_shards_and_resumes():
+    full = EpochBatchSampler(20, 3, seed=1)
+    assert full.batches_per_epoch == 6
+    it = iter(full)
+    run = [next(it) for _ in range(14)]
+    assert sorted(sum(run[:6], [])) == sorted(set(sum(run[:6], [])))  # an epoch has no repeats
+    assert run[6] != run[0]  # a new permutation per epoch
+    later = iter(EpochBatchSampler(20, 3, seed=1, start=9))
+    assert [next(later) for _ in range(5)] == run[9:14]
+    assert [b.seed for b in run[:2]] == [(1, 0, 0, 0), (1, 0, 1, 0)]
+    ranks = [iter(EpochBatchSampler(20, 3, seed=1, num_processes=2, process_index=r)) for r in (0, 1)]
+    first = [next(r) for r in ranks]
+    assert not set(first[0]) & set(first[1]) and first[0].seed != first[1].seed
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        EpochBatchSampler(5, 3, num_processes=2)
+
+
+def test_parse_overrides():
+    assert parse_overrides("mask_prob=0.5,target_layer_norm=layer,conv_dim=[8,8],use_mask_token=true") == {
+        "mask_prob": 0.5, "target_layer_norm": "layer", "conv_dim": [8, 8], "use_mask_token": True}
+    with pytest.raises(ValueError, match="name=value"):
+        parse_overrides("mask_prob")
+
+
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path):
+    data = tiny_data("text")
+    data.config_updates = {"vocab_size": 500}
+    with pytest.raises(ValueError, match="vocab_size model=99 data=500"):
+        make_trainer(tmp_path, "text", data=data)
