@@ -446,11 +446,14 @@ def _check_image_shapes(config: Data2VecConfig, pixels: Iterable[torch.Tensor], 
 
 
 def _builtin_digits(config: Data2VecConfig, processor, max_examples: int | None) -> PretrainingData:
-    """scikit-learn's 1797 digits as 'L' images: the first 1500 for pretraining (and the probe's training set), the
-    last 297 held out; prepared once into a (N, C, H, W) tensor."""
+    """scikit-learn's 1797 digits as 'L' images, in a fixed shuffled order: the first 1500 for pretraining (and the
+    probe's training set), the other 297 held out; prepared once into a (N, C, H, W) tensor. (The file's own order
+    puts a few writers at its end: a tail split measures a shift between writers, not what the features hold.)"""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.images))  # fixed: every run has the same split
+    digits.images, digits.target = digits.images[order], digits.target[order]
     images = [PIL.Image.fromarray(np.round(x * 255 / 16).astype(np.uint8), "L") for x in digits.images]
     if processor is None:  # grayscale digits: process one channel, then repeat it (a view) for RGB models
         processor = _image_processor(config, torch.stack(_process_images(_image_processor(config), images[:1500])))

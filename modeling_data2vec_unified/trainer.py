@@ -70,7 +70,7 @@ BUILTIN_VISION = dict(image_size=16, patch_size=4, num_channels=1)
 # training defaults that depend on the size: (learning rate, per-device batch, max steps) per modality;
 # base learning rates are data2vec's (text 2e-4, vision 2e-3 at batch 2048, audio 5e-4)
 TRAINING_DEFAULTS: dict[str, dict[str, tuple[float, int, int]]] = {
-    "tiny": {"vision": (3e-3, 128, 1000), "text": (1e-3, 32, 300), "audio": (1e-3, 16, 300)},
+    "tiny": {"vision": (3e-3, 128, 1680), "text": (1e-3, 32, 300), "audio": (1e-3, 16, 300)},
     "small": {"vision": (1.5e-3, 64, 400_000), "text": (5e-4, 32, 400_000), "audio": (5e-4, 8, 400_000)},
     "base": {"vision": (1.5e-3, 64, 400_000), "text": (2e-4, 16, 1_000_000), "audio": (5e-4, 8, 400_000)},
 }
