@@ -27,7 +27,8 @@ def main(argv=None) -> dict:
     model = AutoModel.from_pretrained(args.output_dir).eval()
     image = (torch.rand(model.config.num_channels, 8, 8) * 255).to(torch.uint8)
     with torch.no_grad():
-        features = model(**processor(image, return_tensors="pt")).pooler_output
+        patches = model(**processor(image, return_tensors="pt")).last_hidden_state[:, 1:]  # after the CLS token
+    features = patches.mean(1)
     print(f"{type(model).__name__}: one image -> features {tuple(features.shape)}")
     return metrics
 

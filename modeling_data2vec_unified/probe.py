@@ -16,33 +16,36 @@ from .masking import DataCollatorForData2VecPretraining
 
 
 @torch.no_grad()
-def extract_features(model, examples: Sequence[dict], top_layers: int = 2, batch_size: int = 64) -> np.ndarray:
-    """(N, D) features of a frozen base model (`Data2VecTextModel` / `...VisionModel` / `...AudioModel`): the mean
-    of its top `top_layers` hidden states, mean-pooled over real positions (vision: patches, not the CLS token;
-    text and audio: skipping padding)."""
+def extract_features(model, examples: Sequence[dict], top_layers: Sequence[int] = (2,),
+                     batch_size: int = 64) -> dict[int, np.ndarray]:
+    """(N, D) features of a frozen base model (`Data2VecTextModel` / `...VisionModel` / `...AudioModel`) for each
+    k in `top_layers`: the mean of its top k hidden states, mean-pooled over real positions (vision: patches, not the
+    CLS token; text and audio: skipping padding). One forward pass per batch serves every k."""
     config = model.config
     collator = DataCollatorForData2VecPretraining(config, audio_crop="pad")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    features = []
+    features = {k: [] for k in top_layers}
     for start in range(0, len(examples), batch_size):
         batch = collator.collate_inputs(examples[start : start + batch_size])
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(**batch, output_hidden_states=True)
-        hidden = torch.stack(out.hidden_states[-top_layers:]).mean(0).float()  # (B, T, D)
+        states = model(**batch, output_hidden_states=True).hidden_states
+        T = states[-1].shape[1]
         if config.modality == "vision":
-            hidden = hidden[:, 1:]  # drop CLS
-            real = torch.ones(hidden.shape[:2], device=device)
+            real = torch.ones(len(states[-1]), T, device=device)
+            real[:, 0] = 0  # not the CLS token
         elif config.modality == "audio":
             samples = batch["attention_mask"].sum(1)
-            real = (torch.arange(hidden.shape[1], device=device) < config.num_audio_frames(samples)[:, None]).float()
+            real = (torch.arange(T, device=device) < config.num_audio_frames(samples)[:, None]).float()
         else:
             real = batch["attention_mask"].float()
-        pooled = (hidden * real[..., None]).sum(1) / real.sum(1, keepdim=True)  # (B, D)
-        features.append(pooled.cpu().numpy())
+        for k in top_layers:
+            hidden = torch.stack(states[-k:]).mean(0).float()  # (B, T, D)
+            pooled = (hidden * real[..., None]).sum(1) / real.sum(1, keepdim=True)  # (B, D)
+            features[k].append(pooled.cpu().numpy())
     model.train(was_training)
-    return np.concatenate(features)
+    return {k: np.concatenate(v) for k, v in features.items()}
 
 
 def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
@@ -56,11 +59,12 @@ def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     return float(probe.score(test_x, test_y))
 
 
-def linear_probe(model, train: Sequence[dict], test: Sequence[dict], top_layers: int = 2) -> float:
-    """Held-out accuracy of a linear probe on `model`'s frozen features; examples carry `labels`."""
+def linear_probe(model, train: Sequence[dict], test: Sequence[dict], top_layers: Sequence[int] = (2,)) -> dict:
+    """Held-out accuracy of a linear probe on `model`'s frozen features, for each k in `top_layers` (features: the
+    mean of the top k layers, mean-pooled); examples carry `labels`. Returns {k: accuracy}."""
     labels = [np.array([int(e["labels"]) for e in split]) for split in (train, test)]
     train_x, test_x = (extract_features(model, split, top_layers) for split in (train, test))
-    return probe_accuracy(train_x, labels[0], test_x, labels[1])
+    return {k: probe_accuracy(train_x[k], labels[0], test_x[k], labels[1]) for k in top_layers}
 
 
 def raw_input_probe(train: Sequence[dict], test: Sequence[dict], key: str = "pixel_values") -> float | None:

@@ -60,7 +60,7 @@ TINY_RECIPES: dict[str, dict] = {
                    target_final_norm="none", relative_position_bias="none", use_absolute_position_embeddings=True,
                    layer_scale_init_value=0.0, drop_path_rate=0.0, ema_decay=0.99, ema_end_decay=0.999),
     "text": dict(ema_decay=0.99, ema_end_decay=0.999),
-    "audio": dict(conv_dim=[128] * 5, conv_stride=[5, 2, 2, 2, 2], conv_kernel=[10, 3, 3, 3, 2],
+    "audio": dict(conv_dim=[128] * 6, conv_stride=[5, 2, 2, 2, 2, 2], conv_kernel=[10, 3, 3, 3, 3, 2],
                   num_conv_pos_embeddings=2, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=4, layerdrop=0.0,
                   ema_decay=0.99, ema_end_decay=0.999),
 }
@@ -142,7 +142,7 @@ class PretrainingArguments:
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | wandb | all | none, or a "
                                                                     "comma-separated list of accelerate trackers"})
     collapse_check_after: int | None = field(default=None, metadata={"help": "steps before the collapse check "
-                                                                             "(default: the warm-up)"})
+                                                                             "(default: the warm-up, >= 100)"})
     skip_nonfinite: bool = field(default=False, metadata={"help": "skip steps with a NaN/inf loss or gradient "
                                                                   "instead of stopping"})
     disable_tqdm: bool = field(default=False)
@@ -170,8 +170,8 @@ class PretrainingArguments:
             args.image_augment = "affine" if args.modality == "vision" and args.dataset == "builtin" else "none"
         if args.warmup_steps is None:
             args.warmup_steps = int(args.warmup_ratio * args.max_steps)
-        if args.collapse_check_after is None:
-            args.collapse_check_after = args.warmup_steps
+        if args.collapse_check_after is None:  # an untrained head predicts near-constants: not a collapse yet
+            args.collapse_check_after = max(args.warmup_steps, 100)
         for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
                      "save_steps"):
             if getattr(args, name) < 1:
@@ -614,12 +614,14 @@ class Data2VecPretrainer:
         student = self.unwrapped.data2vec
         set_seed(args.seed)  # as in __init__
         initial = Data2VecForPreTraining(self.config).data2vec.to(student.device)  # the run's initial weights
+        pretrained = linear_probe(student, probe.train, probe.test, top_layers=(2, 1))
+        random_init = linear_probe(initial, probe.train, probe.test, top_layers=(2, 1))
         results = {
-            "pretrained": linear_probe(student, probe.train, probe.test),
-            "random_init": linear_probe(initial, probe.train, probe.test),
+            "pretrained": pretrained[2],
+            "random_init": random_init[2],
             "raw_inputs": raw_input_probe(probe.train, probe.test, MODALITY_INPUT[self.config.modality]),
-            "pretrained_last_layer": linear_probe(student, probe.train, probe.test, top_layers=1),
-            "random_init_last_layer": linear_probe(initial, probe.train, probe.test, top_layers=1),
+            "pretrained_last_layer": pretrained[1],
+            "random_init_last_layer": random_init[1],
             "features": "mean of the top 2 layers' outputs, mean-pooled; *_last_layer: the last layer only",
             "train_examples": len(probe.train), "test_examples": len(probe.test), "steps": self.state.global_step,
             "dataset": self.data.description,

@@ -90,14 +90,15 @@ def test_builtin_digits_are_standardised_images_with_a_held_out_probe(digits, tm
     pixels = torch.stack(all_inputs(digits, "pixel_values"))
     assert pixels.shape == (1500, 1, 16, 16) and pixels.dtype == torch.float32
     assert abs(pixels.mean().item()) < 0.01 and abs(pixels.std().item() - 1) < 0.01
-    target = load_digits().target
+    order = np.random.default_rng(0).permutation(1797)  # the fixed shuffled split
+    target = load_digits().target[order]
     assert len(digits.probe.train) == 1500 and len(digits.probe.test) == 297
     assert [e["labels"] for e in digits.probe.train + digits.probe.test] == target.tolist()
     assert torch.equal(digits.probe.train[7]["pixel_values"], pixels[7])
     assert digits.config_updates == {} and digits.description == "builtin digits: 1500 images -> 1x16x16"
     # the saved processor is what prepared them: it maps the digit image to the same tensor
     digits.processor.save_pretrained(tmp_path)
-    image = Image.fromarray(np.round(load_digits().images[1600] * 255 / 16).astype(np.uint8), "L")
+    image = Image.fromarray(np.round(load_digits().images[order[1600]] * 255 / 16).astype(np.uint8), "L")
     again = torch.as_tensor(np.asarray(AutoImageProcessor.from_pretrained(tmp_path)(image)["pixel_values"][0]))
     torch.testing.assert_close(again, digits.probe.test[100]["pixel_values"])
 
@@ -109,7 +110,8 @@ def test_builtin_digits_for_an_rgb_model_repeat_the_channel(digits):
     assert x.shape == (3, 16, 16)
     for channel in x:
         torch.testing.assert_close(channel, digits.train[5]["pixel_values"][0])
-    image = Image.fromarray(np.round(load_digits().images[5] * 255 / 16).astype(np.uint8), "L").convert("RGB")
+    index = np.random.default_rng(0).permutation(1797)[5]  # the fixed shuffled order
+    image = Image.fromarray(np.round(load_digits().images[index] * 255 / 16).astype(np.uint8), "L").convert("RGB")
     torch.testing.assert_close(torch.as_tensor(rgb.processor(image)["pixel_values"][0]), x)
 
 

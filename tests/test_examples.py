@@ -1,8 +1,12 @@
-"""The README's first command ends with examples/quickstart.py: it must run offline and report identical reloads."""
+"""The examples run offline: the quickstart (identical reloads) and the per-modality pretraining scripts, each for a
+few steps on its built-in data, ending with the trained model in use."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,3 +20,19 @@ def test_quickstart_runs_offline(tmp_path):
     assert len(lines) == 3 and all(line.endswith("identical outputs: True") for line in lines)
     for modality in ("vision", "text", "audio"):
         assert (tmp_path / modality / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("modality,expect", [
+    ("vision", "Data2VecVisionModel: one image -> features (1, 32)"),
+    ("text", "Data2VecTextModel: 2 sentences -> embeddings (2, 32)"),
+    ("audio", "Data2VecAudioModel: 1 s of audio -> (1, 99, 32) frame features"),
+])
+def test_pretraining_example_runs(tmp_path, capsys, modality, expect):
+    spec = importlib.util.spec_from_file_location(f"pretrain_{modality}", ROOT / "examples" / f"pretrain_{modality}.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    small = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,average_top_k_layers=2"
+    example.main(["--output_dir", str(tmp_path), "--max_steps", "3", "--max_examples", "64",
+                  "--per_device_train_batch_size", "8", "--report_to", "none", "--disable_tqdm", "--no_probe",
+                  "--config_overrides", small])
+    assert expect in capsys.readouterr().out
