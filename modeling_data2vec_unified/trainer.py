@@ -59,7 +59,8 @@ TINY_RECIPES: dict[str, dict] = {
     "vision": dict(mask_type="random", mask_prob=0.6, target_layer_output="ffn", target_layer_norm="instance",
                    target_final_norm="none", relative_position_bias="none", use_absolute_position_embeddings=True,
                    layer_scale_init_value=0.0, drop_path_rate=0.0, ema_decay=0.99, ema_end_decay=0.999),
-    "text": dict(ema_decay=0.99, ema_end_decay=0.999),
+    # text: instance-normed targets (as data2vec 2.0); per-position layer norm collapsed within 200 tiny steps
+    "text": dict(target_layer_norm="instance", ema_decay=0.99, ema_end_decay=0.999),
     "audio": dict(conv_dim=[128] * 6, conv_stride=[5, 2, 2, 2, 2, 2], conv_kernel=[10, 3, 3, 3, 3, 2],
                   num_conv_pos_embeddings=2, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=4, layerdrop=0.0,
                   ema_decay=0.99, ema_end_decay=0.999),
@@ -578,6 +579,9 @@ class Data2VecPretrainer:
         }
         acc.log(metrics, step=step)
         self.log_history.append({"step": step, **metrics})
+        if acc.is_main_process and (args.disable_tqdm or not sys.stderr.isatty()):  # no live bar: a log line
+            logger.info("step %d/%d: %s", step, args.max_steps,
+                        " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
         if n_bad and not args.skip_nonfinite:
             raise NonFiniteLossError(
                 f"the loss or its gradients became NaN/inf at step {first_bad} (the update was skipped: the student "

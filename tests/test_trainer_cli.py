@@ -105,3 +105,28 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     teacher = [torch.load(max((tmp_path / run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
                           / "custom_checkpoint_0.pkl", weights_only=False) for run in ("full", "killed")]
     assert all(torch.equal(teacher[0][k], teacher[1][k]) for k in teacher[0] if isinstance(teacher[0][k], torch.Tensor))
+
+
+def test_continued_pretraining_from_transformers_and_from_our_run(tmp_path):
+    from conftest import tiny_transformers_model
+
+    released = tmp_path / "released"
+    tiny_transformers_model("audio").save_pretrained(released)  # stands in for facebook/data2vec-audio-base
+    source = d2v.Data2VecAudioModel.from_pretrained(released)
+    trainer = d2v.Data2VecPretrainer(d2v.PretrainingArguments(
+        modality="audio", init_from=str(released), output_dir=str(tmp_path / "continued"), max_steps=2,
+        max_examples=32, per_device_train_batch_size=4, report_to="none", disable_tqdm=True, probe=False))
+    model = trainer.model
+    for name, p in source.encoder.state_dict().items():  # the teacher starts as the loaded student's encoder
+        torch.testing.assert_close(model.teacher.model.state_dict()[name], p)
+    trainer.train()
+    assert AutoModel.from_pretrained(tmp_path / "continued").config.hidden_size == 32
+    with pytest.raises(SystemExit):  # a vision run cannot continue an audio checkpoint
+        cli(["--init_from", str(released), "--output_dir", str(tmp_path / "x"), *QUICK])
+    # text: a run continued from one of ours reuses that run's tokenizer
+    first = tmp_path / "text"
+    cli(["--modality", "text", "--output_dir", str(first), "--max_steps", "2", "--max_examples", "32",
+         "--per_device_train_batch_size", "8", "--max_seq_length", "32", "--tokenizer_vocab_size", "300", *QUICK])
+    cli(["--modality", "text", "--init_from", str(first), "--output_dir", str(tmp_path / "text2"), "--max_steps", "2",
+         "--max_examples", "32", "--per_device_train_batch_size", "8", "--max_seq_length", "32", *QUICK])
+    assert AutoTokenizer.from_pretrained(tmp_path / "text2").get_vocab() == AutoTokenizer.from_pretrained(first).get_vocab()
