@@ -114,8 +114,8 @@ class PretrainingArguments:
     config: str | None = field(default=None, metadata={"help": "a Data2VecConfig JSON file (replaces --model_size)"})
     config_overrides: str | None = field(default=None, metadata={"help": "comma-separated config fields, e.g. "
                                                                          "'mask_prob=0.5,average_top_k_layers=6'"})
-    init_from: str | None = field(default=None, metadata={"help": "continue pretraining from a checkpoint: ours, "
-                                                                  "or transformers' (e.g. facebook/data2vec-audio-base)"})
+    init_from: str | None = field(default=None, metadata={"help": "continue pretraining from a checkpoint: ours, or "
+                                                                  "transformers' (facebook/data2vec-audio-base)"})
     # ---- optimisation --------------------------------------------------------------------------------------------
     output_dir: str | None = field(default=None, metadata={"help": "default: runs/data2vec-<modality>"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps"})
@@ -220,7 +220,8 @@ class EpochBatchSampler:
             if epoch != perm_epoch:
                 perm, perm_epoch = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples), epoch
             first = (batch * self.num_processes + self.process_index) * self.batch_size
-            yield SeededBatch(perm[first : first + self.batch_size].tolist(), (self.seed, epoch, batch, self.process_index))
+            indices = perm[first : first + self.batch_size].tolist()
+            yield SeededBatch(indices, (self.seed, epoch, batch, self.process_index))
             position += 1
 
 
@@ -247,7 +248,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 def parse_overrides(text: str | None) -> dict:
-    """'a=1,b=0.5,c=ffn,d=[1,2]' -> {'a': 1, 'b': 0.5, 'c': 'ffn', 'd': [1, 2]} (values read as JSON when they can be)."""
+    """'a=1,b=0.5,c=ffn,d=[1,2]' -> {'a': 1, 'b': 0.5, 'c': 'ffn', 'd': [1, 2]} (JSON values where they parse)."""
     out = {}
     for item in filter(None, re.split(r",(?![^\[]*\])", text or "")):
         if "=" not in item:
@@ -429,13 +430,14 @@ class Data2VecPretrainer:
         )
 
     def _optimizer(self, model) -> tuple[torch.optim.Optimizer, bool]:
-        """AdamW without weight decay on biases, norms and embedding-like vectors. Fused when the device has it: a
-        fused AdamW takes `found_inf`, which skips a step on the device without a host sync."""
+        """AdamW without weight decay on biases, norms, tokens (CLS, mask) and position tables. Fused when the device
+        has it: a fused AdamW takes `found_inf`, which skips a step on the device without a host sync."""
         a = self.args
         decay, no_decay = [], []
         for name, p in model.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name or "token" in name else decay).append(p)
+                exempt = p.ndim < 2 or any(k in name for k in ("norm", "token", "position_embeddings"))
+                (no_decay if exempt else decay).append(p)
         groups = [{"params": decay, "weight_decay": a.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         kwargs = dict(lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2), eps=a.adam_epsilon)
         try:

@@ -31,7 +31,8 @@ def tiny_data(modality: str, n: int = 24, seed: int = 0) -> PretrainingData:
     elif modality == "vision":
         examples = [{"pixel_values": torch.randn(3, 32, 32, generator=g)} for _ in range(n)]
     else:
-        examples = [{"input_values": torch.randn(int(k), generator=g)} for k in torch.randint(2400, 3600, (n,), generator=g)]
+        lengths = torch.randint(2400, 3600, (n,), generator=g)
+        examples = [{"input_values": torch.randn(int(k), generator=g)} for k in lengths]
     probe = ProbeData(train=[{**e, "labels": i % 2} for i, e in enumerate(examples[:16])],
                       test=[{**e, "labels": i % 2} for i, e in enumerate(examples[16:])])
     return PretrainingData(train=examples, processor=None, config_updates={}, probe=probe, description="tiny")
@@ -67,7 +68,9 @@ def test_resume_continues_exactly(tmp_path, modality, accumulate):
     assert first.state.global_step == 5 and (tmp_path / "split" / "checkpoint-5").is_dir()
     resumed = make_trainer(tmp_path / "split", modality, resume_from_checkpoint="latest", **kw)
     resumed.train()
-    losses = lambda t: [(h["step"], h["loss"]) for h in t.log_history]  # noqa: E731
+    def losses(trainer):
+        return [(h["step"], h["loss"]) for h in trainer.log_history]
+
     assert losses(first) + losses(resumed) == losses(full)
     assert resumed.unwrapped.teacher.num_updates == 10
     a, b = weights(full), weights(resumed)

@@ -129,4 +129,5 @@ def test_continued_pretraining_from_transformers_and_from_our_run(tmp_path):
          "--per_device_train_batch_size", "8", "--max_seq_length", "32", "--tokenizer_vocab_size", "300", *QUICK])
     cli(["--modality", "text", "--init_from", str(first), "--output_dir", str(tmp_path / "text2"), "--max_steps", "2",
          "--max_examples", "32", "--per_device_train_batch_size", "8", "--max_seq_length", "32", *QUICK])
-    assert AutoTokenizer.from_pretrained(tmp_path / "text2").get_vocab() == AutoTokenizer.from_pretrained(first).get_vocab()
+    vocab = AutoTokenizer.from_pretrained(first).get_vocab()
+    assert AutoTokenizer.from_pretrained(tmp_path / "text2").get_vocab() == vocab
