@@ -1,6 +1,16 @@
 """data2vec self-supervised models for text, images and speech, in the HuggingFace ecosystem."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
+    AutoModelForImageClassification,
+    AutoModelForPreTraining,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 
 from .configuration_data2vec import MODALITIES, MODALITY_DEFAULTS, Data2VecConfig
 from .conversion import config_from_transformers, convert_checkpoint, convert_state_dict
@@ -31,6 +41,16 @@ from .modeling_data2vec import (
     data2vec_targets,
     normalize_targets,
 )
+from .modeling_data2vec_heads import (
+    HEAD_CLASSES,
+    Data2VecForAudioClassification,
+    Data2VecForCTC,
+    Data2VecForImageClassification,
+    Data2VecForQuestionAnswering,
+    Data2VecForSequenceClassification,
+    Data2VecForTokenClassification,
+    Data2VecModelForSequenceClassification,
+)
 from .probe import linear_probe
 from .trainer import Data2VecPretrainer, PretrainingArguments
 
@@ -39,9 +59,24 @@ __version__ = "0.1.0"
 AutoConfig.register(Data2VecConfig.model_type, Data2VecConfig, exist_ok=True)
 AutoModel.register(Data2VecConfig, Data2VecModel, exist_ok=True)
 AutoModelForPreTraining.register(Data2VecConfig, Data2VecForPreTraining, exist_ok=True)
+# text and audio checkpoints both answer AutoModelForSequenceClassification, each with its own head
+AutoModelForSequenceClassification.register(Data2VecConfig, Data2VecModelForSequenceClassification, exist_ok=True)
+AutoModelForTokenClassification.register(Data2VecConfig, Data2VecForTokenClassification, exist_ok=True)
+AutoModelForQuestionAnswering.register(Data2VecConfig, Data2VecForQuestionAnswering, exist_ok=True)
+AutoModelForImageClassification.register(Data2VecConfig, Data2VecForImageClassification, exist_ok=True)
+AutoModelForCTC.register(Data2VecConfig, Data2VecForCTC, exist_ok=True)
+AutoModelForAudioClassification.register(Data2VecConfig, Data2VecForAudioClassification, exist_ok=True)
 
 __all__ = [
     "Data2VecPretrainer",
+    "HEAD_CLASSES",
+    "Data2VecForAudioClassification",
+    "Data2VecForCTC",
+    "Data2VecForImageClassification",
+    "Data2VecForQuestionAnswering",
+    "Data2VecForSequenceClassification",
+    "Data2VecForTokenClassification",
+    "Data2VecModelForSequenceClassification",
     "PretrainingArguments",
     "PretrainingData",
     "ProbeData",

@@ -161,6 +161,14 @@ class Data2VecConfig(PreTrainedConfig):
     min_target_var: float = 0.1  # collapse check thresholds (fairseq data2vec's defaults)
     min_pred_var: float = 0.01
 
+    # ---- fine-tuning heads (transformers' names and defaults) ------------------------------------------------------
+    classifier_dropout: float | None = None  # text heads; None: hidden_dropout_prob
+    final_dropout: float = 0.1  # audio CTC: before the vocabulary projection
+    classifier_proj_size: int = 256  # audio classification: projection before mean pooling
+    use_weighted_layer_sum: bool = False  # audio classification: softmax-weighted sum of all hidden states
+    ctc_loss_reduction: Literal["sum", "mean"] = "sum"
+    ctc_zero_infinity: bool = False  # CTC: zero the loss of inputs too short for their targets instead of inf
+
     def __post_init__(self, **kwargs):
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}; got {self.modality!r}")

@@ -57,7 +57,7 @@ def checkpoint_modality(pretrained_model_name_or_path, **kwargs) -> str:
 
 _SHARED_FIELDS = (
     "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "layer_norm_eps", "initializer_range", "id2label", "label2id",
+    "layer_norm_eps", "initializer_range", "id2label", "label2id", "problem_type", "classifier_dropout",
 )
 
 
@@ -115,7 +115,8 @@ def config_from_transformers(config_dict: dict) -> Data2VecConfig:
         )
         for k in ("conv_dim", "conv_stride", "conv_kernel", "conv_bias", "feat_extract_activation",
                   "feat_proj_dropout", "num_conv_pos_embeddings", "conv_pos_kernel_size",
-                  "num_conv_pos_embedding_groups"):
+                  "num_conv_pos_embedding_groups", "vocab_size", "pad_token_id", "final_dropout",
+                  "classifier_proj_size", "use_weighted_layer_sum", "ctc_loss_reduction", "ctc_zero_infinity"):
             if k in d:
                 fields[k] = d[k]
         if d.get("mask_time_prob"):
@@ -279,6 +280,7 @@ def load_from_transformers(cls, pretrained_model_name_or_path, config_dict: dict
     """`cls.from_pretrained` for a transformers Data2Vec* checkpoint: config, rename, fuse, load strictly."""
     config = config_from_transformers(config_dict)
     dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+    ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
     for key in list(kwargs):
         if key in HUB_KWARGS or key in ("trust_remote_code", "adapter_kwargs", "_from_auto"):
             continue
@@ -296,9 +298,18 @@ def load_from_transformers(cls, pretrained_model_name_or_path, config_dict: dict
     own = model.state_dict()
     unused = sorted(k for k in weights if k not in own)
     missing = sorted(k for k in own if k not in weights)
-    for key, value in weights.items():
-        if key in own and own[key].shape != value.shape:
-            raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)} != model shape {tuple(own[key].shape)}")
+    mismatched = sorted(k for k, v in weights.items() if k in own and own[k].shape != v.shape)
+    if mismatched and not ignore_mismatched_sizes:
+        key = mismatched[0]
+        raise ValueError(
+            f"{pretrained_model_name_or_path}: {key} has shape {tuple(weights[key].shape)} in the checkpoint but "
+            f"{tuple(own[key].shape)} in this {cls.__name__} (e.g. another num_labels / vocab_size than the "
+            f"checkpoint's head): drop the argument to keep the checkpoint's head, or pass "
+            f"ignore_mismatched_sizes=True to initialise a new head of the size you asked for"
+        )
+    for key in mismatched:
+        del weights[key]
+        missing.append(key)
     model.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
     if unused or head:
         logger.warning(
