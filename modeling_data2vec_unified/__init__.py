@@ -51,7 +51,11 @@ from .modeling_data2vec_heads import (
     Data2VecForTokenClassification,
     Data2VecModelForSequenceClassification,
 )
+from . import metrics
+from .finetuning import Data2VecTrainer
+from .optimization import layer_decay_optimizer, parameter_groups
 from .probe import linear_probe
+from .sharing import model_card
 from .trainer import Data2VecPretrainer, PretrainingArguments
 
 __version__ = "0.1.0"
@@ -69,6 +73,11 @@ AutoModelForAudioClassification.register(Data2VecConfig, Data2VecForAudioClassif
 
 __all__ = [
     "Data2VecPretrainer",
+    "Data2VecTrainer",
+    "layer_decay_optimizer",
+    "metrics",
+    "model_card",
+    "parameter_groups",
     "HEAD_CLASSES",
     "Data2VecForAudioClassification",
     "Data2VecForCTC",

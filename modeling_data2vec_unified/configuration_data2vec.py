@@ -169,6 +169,10 @@ class Data2VecConfig(PreTrainedConfig):
     ctc_loss_reduction: Literal["sum", "mean"] = "sum"
     ctc_zero_infinity: bool = False  # CTC: zero the loss of inputs too short for their targets instead of inf
 
+    # what `data2vec-pretrain` records of the run that made these weights (data, steps, optimisation, probe): the
+    # model card shows it, and fine-tuned models inherit it with the config
+    pretraining_info: dict | None = None
+
     def __post_init__(self, **kwargs):
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}; got {self.modality!r}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -537,6 +538,50 @@ class Data2VecPreTrainedModel(PreTrainedModel):
                 f"{self.modality!r})"
             )
         super().__init__(config, *args, **kwargs)
+        self.model_tags = ["data2vec", "self-supervised", config.modality]  # Hub tags (push_to_hub, Trainer)
+
+    def save_pretrained(self, save_directory, *args, model_card: bool = True, push_to_hub: bool = False, **kwargs):
+        """transformers' `save_pretrained`, plus what lets anyone load the folder: the modeling code and an `auto_map`
+        for every Auto class of the modality (`trust_remote_code=True` works without this package) and a model card
+        (README.md, unless one this package did not write is there). `push_to_hub=True` then uploads the folder."""
+        from .sharing import auto_map, copy_code, write_model_card
+
+        self.config.auto_map = auto_map(self.config.modality)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            copy_code(save_directory)
+            if model_card:
+                write_model_card(save_directory, self)
+        if push_to_hub:
+            hub = {k: kwargs[k] for k in ("token", "private", "commit_message", "revision", "create_pr") if k in kwargs}
+            self.push_to_hub(kwargs.get("repo_id") or Path(save_directory).resolve().name, **hub)
+
+    def push_to_hub(self, repo_id: str, *, datasets=None, metrics: dict | None = None, tags=None,
+                    base_model: str | None = None, processor=None, commit_message: str | None = None,
+                    private: bool | None = None, token: str | None = None, revision: str | None = None,
+                    create_pr: bool = False, **save_kwargs):
+        """Uploads the model in one commit: safetensors weights, config.json with `auto_map`, the modeling code,
+        the `processor`'s files when given, and a model card with `datasets`, `metrics` ({name: value}) and `tags`
+        in its metadata. Returns the commit info."""
+        import tempfile
+
+        from huggingface_hub import CommitOperationAdd, HfApi
+
+        from .sharing import write_model_card
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, model_card=False, **save_kwargs)
+            if processor is not None:
+                processor.save_pretrained(folder)
+            write_model_card(folder, self, overwrite=True, datasets=datasets, metrics=metrics, tags=tags,
+                             base_model=base_model)
+            files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+            operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+                          for p in files]
+            return api.create_commit(repo_id, operations=operations, revision=revision, create_pr=create_pr,
+                                     commit_message=commit_message or f"Upload {type(self).__name__} (data2vec)")
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

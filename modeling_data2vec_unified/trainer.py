@@ -41,6 +41,7 @@ from transformers import HfArgumentParser, get_scheduler
 from .configuration_data2vec import MODALITIES, Data2VecConfig
 from .masking import MODALITY_INPUT, DataCollatorForData2VecPretraining, SeededBatch
 from .modeling_data2vec import Data2VecCollapseError, Data2VecForPreTraining
+from .optimization import parameter_groups
 
 logger = logging.getLogger(__name__)
 
@@ -433,12 +434,7 @@ class Data2VecPretrainer:
         """AdamW without weight decay on biases, norms, tokens (CLS, mask) and position tables. Fused when the device
         has it: a fused AdamW takes `found_inf`, which skips a step on the device without a host sync."""
         a = self.args
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                exempt = p.ndim < 2 or any(k in name for k in ("norm", "token", "position_embeddings"))
-                (no_decay if exempt else decay).append(p)
-        groups = [{"params": decay, "weight_decay": a.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = parameter_groups(model, a.learning_rate, a.weight_decay)
         kwargs = dict(lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2), eps=a.adam_epsilon)
         try:
             return torch.optim.AdamW(groups, fused=True, **kwargs), True
