@@ -597,15 +597,38 @@ class Data2VecPretrainer:
         results: dict = {}
         if acc.is_main_process:
             model = self.unwrapped
+            if args.probe and self.data.probe is not None:
+                results = self.run_probe()
+            model.config.pretraining_info = self.pretraining_info(results)  # travels with the config: the card
             model.save_pretrained(args.output_dir)
             if self.data.processor is not None:
                 self.data.processor.save_pretrained(args.output_dir)
-            if args.probe and self.data.probe is not None:
-                results = self.run_probe()
             if args.push_to_hub:
                 self.push_to_hub()
         acc.wait_for_everyone()
         return results
+
+    def pretraining_info(self, probe: dict) -> dict:
+        """What the run was, for the model card and for whoever fine-tunes the result."""
+        args, acc = self.args, self.accelerator
+        info = {
+            "dataset": self.data.description,
+            "steps": self.state.global_step,
+            "batch size": args.per_device_train_batch_size * args.gradient_accumulation_steps * acc.num_processes,
+            "optimizer": f"AdamW lr {args.learning_rate:g} ({args.lr_scheduler_type}, {args.warmup_steps} warm-up "
+                         f"steps), betas ({args.adam_beta1:g}, {args.adam_beta2:g}), weight decay "
+                         f"{args.weight_decay:g}, clip {args.max_grad_norm:g}",
+            "precision": args.mixed_precision,
+            "made with": "data2vec-pretrain (modeling_data2vec_unified)",
+        }
+        if args.dataset != "builtin" and not Path(args.dataset).exists():
+            info["dataset_id"] = args.dataset  # a Hub dataset: the card's metadata names it
+        if args.init_from:
+            info["continued from"] = args.init_from
+        if "probe_pretrained" in probe:
+            info["linear probe (held out)"] = (f"pretrained {probe['probe_pretrained']:.1%}, random init "
+                                               f"{probe['probe_random_init']:.1%}")
+        return info
 
     def run_probe(self) -> dict:
         """Linear probe (held-out accuracy) of the pretrained student, the same architecture at its random

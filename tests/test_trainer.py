@@ -204,14 +204,20 @@ def test_push_to_hub_uploads_the_result_only(tmp_path, monkeypatch):
                         lambda self, repo_id, **kw: calls.setdefault("repo", (repo_id, kw)) and RepoUrl(
                             f"https://huggingface.co/{repo_id}"))
     monkeypatch.setattr(HfApi, "create_commit",
-                        lambda self, repo_id, operations, **kw: calls.setdefault("files", sorted(
-                            op.path_in_repo for op in operations)))
+                        lambda self, repo_id, operations, **kw: calls.setdefault("files", {
+                            op.path_in_repo: Path(op.path_or_fileobj).read_text(errors="replace")
+                            for op in operations}))
     t = make_trainer(tmp_path / "run", "vision", max_steps=2, save_steps=1, push_to_hub=True,
                      hub_model_id="someone/d2v-tiny")
     t.train()
     assert calls["repo"][0] == "someone/d2v-tiny"
-    assert {"config.json", "model.safetensors"} <= set(calls["files"])
+    # the model, the code that loads it without this package and the card (the processor: test_trainer_cli.py)
+    assert {"config.json", "model.safetensors", "modeling_data2vec.py", "modeling_data2vec_heads.py",
+            "README.md"} <= set(calls["files"])
     assert not any(f.startswith("checkpoint-") for f in calls["files"])
+    card = calls["files"]["README.md"]
+    assert "- data2vec" in card and "- self-supervised" in card
+    assert "| steps | 2 |" in card and "| dataset | tiny |" in card and "| optimizer | AdamW lr 0.001" in card
 
 
 def test_sampler_shards_and_resumes():
