@@ -19,8 +19,9 @@ _LAYER = re.compile(r"(?:^|\.)encoder\.layers\.(\d+)\.")
 
 
 def is_decay_exempt(name: str, param: torch.Tensor) -> bool:
-    """Biases, norm weights, CLS / mask tokens, layer scales and position tables get no weight decay."""
-    return param.ndim < 2 or any(k in name for k in ("norm", "token", "position_embeddings"))
+    """Biases, norm weights, CLS / mask tokens, layer scales and position tables (absolute, and BEiT's relative
+    position bias tables) get no weight decay."""
+    return param.ndim < 2 or any(k in name for k in ("norm", "token", "position_embeddings", "relative_position_bias"))
 
 
 def layer_id(name: str, num_layers: int) -> int:
