@@ -52,7 +52,7 @@ from .modeling_data2vec_heads import (
     Data2VecModelForSequenceClassification,
 )
 from . import metrics
-from .finetuning import Data2VecTrainer
+from .finetuning import Data2VecTrainer, ctc_processor
 from .optimization import layer_decay_optimizer, parameter_groups
 from .probe import linear_probe
 from .sharing import model_card
@@ -74,6 +74,7 @@ AutoModelForAudioClassification.register(Data2VecConfig, Data2VecForAudioClassif
 __all__ = [
     "Data2VecPretrainer",
     "Data2VecTrainer",
+    "ctc_processor",
     "layer_decay_optimizer",
     "metrics",
     "model_card",

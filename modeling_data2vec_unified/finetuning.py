@@ -49,3 +49,26 @@ class Data2VecTrainer(Trainer):
 
             readme = Path(self.args.output_dir, "README.md")
             add_data2vec_section(readme, self.model.config, datasets=kwargs.get("dataset_tags"))
+
+
+def ctc_processor(texts, folder: str | Path, sampling_rate: int = 16000, lowercase: bool = True):
+    """A `Wav2Vec2Processor` for CTC fine-tuning, its character vocabulary built from `texts` (transcripts) as
+    transformers' wav2vec2 / data2vec recipes build it: `<pad>` (id 0, the CTC blank), `<unk>`, `|` for the space,
+    then every character seen. The vocabulary is written to `folder`/vocab.json; the processor saves with the model.
+    Use it with `Data2VecForCTC.from_pretrained(..., vocab_size=len(processor.tokenizer), pad_token_id=0)`."""
+    import json
+
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
+    chars = sorted({c for text in texts for c in (text.lower() if lowercase else text)} - {" "})
+    if not chars:
+        raise ValueError("ctc_processor needs transcripts with at least one non-space character")
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    vocab_file = Path(folder, "vocab.json")
+    vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|",
+                                     bos_token=None, eos_token=None, do_lower_case=False)  # CTC needs no <s> / </s>
+    features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=sampling_rate, padding_value=0.0,
+                                        do_normalize=True, return_attention_mask=True)
+    return Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer)

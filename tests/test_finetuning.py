@@ -5,7 +5,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers import Trainer, TrainingArguments, Wav2Vec2CTCTokenizer
+from transformers import Trainer, TrainingArguments
 
 import modeling_data2vec_unified as d2v
 from modeling_data2vec_unified import metrics
@@ -120,11 +120,13 @@ def test_trainer_text_classification_and_token_classification(tmp_path):
 
 
 def test_trainer_ctc_with_a_wav2vec2_tokenizer_and_wer(tmp_path):
-    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate("abcde")}}
-    (tmp_path / "vocab.json").write_text(__import__("json").dumps(vocab))
-    tokenizer = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), word_delimiter_token="|")
-    g = np.random.default_rng(0)
     words = ["ab", "cab", "dee", "bad"]
+    processor = d2v.ctc_processor([w.upper() for w in words], tmp_path / "vocab")
+    tokenizer = processor.tokenizer
+    assert tokenizer.get_vocab() == {"<pad>": 0, "<unk>": 1, "|": 2, "a": 3, "b": 4, "c": 5, "d": 6, "e": 7}
+    assert tokenizer.decode(tokenizer("cab dee").input_ids, group_tokens=False) == "cab dee"
+    assert tokenizer.decode([5, 5, 0, 3, 3, 4, 0, 2, 6, 7, 0, 7]) == "cab dee"  # CTC: repeats merge, blanks drop
+    g = np.random.default_rng(0)
     rows = []
     for i in range(16):
         n = int(g.integers(3000, 4000))

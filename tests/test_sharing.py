@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard
-from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
+from transformers import AutoModelForImageClassification, BeitImageProcessor, Trainer, TrainingArguments
 
 import modeling_data2vec_unified as d2v
 from modeling_data2vec_unified import metrics
@@ -145,7 +145,7 @@ def test_model_push_to_hub_uploads_weights_code_processor_and_card(monkeypatch, 
     hub = HubRecorder(monkeypatch)
     pretraining_info = {"dataset": "builtin digits", "steps": 1680}
     model = d2v.Data2VecForImageClassification(tiny_config("vision", num_labels=4, pretraining_info=pretraining_info))
-    processor = __import__("transformers").BeitImageProcessor(size={"height": 32, "width": 32})
+    processor = BeitImageProcessor(size={"height": 32, "width": 32})
     model.push_to_hub("me/tiny-d2v", processor=processor, datasets=["digits"], metrics={"accuracy": 0.93},
                       private=True)
     assert hub.repos == [("me/tiny-d2v", {"private": True, "exist_ok": True})]
@@ -193,13 +193,14 @@ def test_trainer_push_to_hub(monkeypatch, tmp_path, trainer_cls):
     model = d2v.Data2VecForImageClassification(tiny_config("vision", num_labels=4))
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, report_to="none",
                              push_to_hub=True, hub_model_id="me/finetuned", use_cpu=True, save_strategy="no")
-    trainer = trainer_cls(model=model, args=args, train_dataset=rows, eval_dataset=rows,
+    processor = BeitImageProcessor(size={"height": 32, "width": 32})
+    trainer = trainer_cls(model=model, args=args, train_dataset=rows, eval_dataset=rows, processing_class=processor,
                           compute_metrics=metrics.accuracy)
     trainer.train()
     trainer.evaluate()
     trainer.push_to_hub(dataset_tags="digits")
     assert hub.repos[0][0] == "me/finetuned"
-    assert {"model.safetensors", "config.json", "README.md"} | CODE <= set(hub.files)
+    assert {"model.safetensors", "config.json", "README.md", "preprocessor_config.json"} | CODE <= set(hub.files)
     meta, body = hub.card()
     assert meta["library_name"] == "transformers"
     assert {"data2vec", "self-supervised", "vision"} <= set(meta["tags"])
