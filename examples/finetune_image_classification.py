@@ -1,0 +1,240 @@
+"""Fine-tune a data2vec image model for classification with `Data2VecTrainer` (a transformers `Trainer` with
+data2vec's layer-wise learning-rate decay), then score it on held-out images.
+
+    python examples/finetune_image_classification.py                  # built-in digits, fresh tiny ViT, ~15 s on 2 CPUs
+    data2vec-pretrain && python examples/finetune_image_classification.py --model_name_or_path runs/data2vec-vision
+    python examples/finetune_image_classification.py --model_name_or_path facebook/data2vec-vision-base \
+        --dataset cifar10 --image_column img --num_train_epochs 3 --learning_rate 2e-4 --per_device_train_batch_size 32
+
+`--dataset` takes `builtin` (scikit-learn's digits: 1500 train / 297 held out, the pretraining run's split), a folder
+of images (`imagefolder`: one subfolder per class, `train/` and `test/` subfolders if split), a csv / json file of
+image paths and labels, or a `datasets` Hub id. The held-out set is `--eval_split`, else the dataset's validation or
+test split, else `--eval_fraction` of the training rows (drawn with a fixed seed, the same for every `--seed`).
+Images are prepared by the checkpoint's own image processor when it has one; a fresh model (no
+`--model_name_or_path`) is the tiny `data2vec-pretrain` architecture at the digits' geometry (16x16 grey images in
+4x4 patches; `--config_overrides image_size=32,num_channels=3` for others). Every `TrainingArguments` flag works
+(`--num_train_epochs`, `--max_steps`, `--learning_rate`, `--seed`, `--push_to_hub`, ...). The fine-tuned model and its
+image processor are saved to `--output_dir` and load with `AutoModelForImageClassification` / `AutoImageProcessor`.
+
+Measured on the 297 held-out digits with these defaults (10 epochs, 2 CPUs, ~15 s each), seeds 0 / 1 / 2: from
+`data2vec-pretrain`'s default run 98.7 / 98.7 / 99.0%, from random init 93.6 / 96.6 / 93.6%. With 30 epochs and
+`--layer_decay 1` both reach ~99%: on this easy task pretraining buys speed, not a higher ceiling.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import PIL.Image
+import torch
+from transformers import AutoImageProcessor, HfArgumentParser, TrainingArguments, set_seed
+
+from modeling_data2vec_unified import Data2VecConfig, Data2VecForImageClassification, load_pretraining_data, metrics
+from modeling_data2vec_unified.conversion import config_from_transformers, read_config_dict
+from modeling_data2vec_unified.finetuning import Data2VecTrainer
+from modeling_data2vec_unified.trainer import BUILTIN_VISION, MODEL_SIZES, TINY_RECIPES, parse_overrides
+
+try:  # transformers >= 5: the Pillow backend (the torchvision one warns without torchvision)
+    from transformers import ViTImageProcessorPil as ImageProcessor
+except ImportError:
+    from transformers import ViTImageProcessor as ImageProcessor
+
+FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass
+class FinetuningArguments:
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "our pretraining output (runs/data2vec-vision) or a transformers Data2Vec vision checkpoint; "
+                "default: a fresh tiny model (random init)"})
+    config_overrides: str | None = field(default=None, metadata={
+        "help": "fresh model only: config fields, e.g. 'image_size=32,num_channels=3,drop_path_rate=0.1'"})
+    dataset: str = field(default="builtin", metadata={"help": "'builtin' (digits), an image folder, a csv / json "
+                                                              "file or a datasets Hub id"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration"})
+    image_column: str = field(default="image", metadata={"help": "images: decoded, paths or {bytes, path}"})
+    label_column: str = field(default="label", metadata={"help": "class ids (a ClassLabel) or class names"})
+    train_split: str = field(default="train")
+    eval_split: str | None = field(default=None, metadata={"help": "default: validation or test, if present"})
+    eval_fraction: float = field(default=0.15, metadata={"help": "held out of the training rows when the dataset "
+                                                                 "has no eval split"})
+    max_train_examples: int | None = field(default=None, metadata={"help": "use only the first N training examples"})
+    max_eval_examples: int | None = field(default=None, metadata={"help": "score only the first N held-out examples"})
+    layer_decay: float = field(default=0.65, metadata={"help": "layer-wise lr decay (data2vec / BEiT vision: 0.65; "
+                                                                "1: none)"})
+
+
+class ImageExamples(torch.utils.data.Dataset):
+    """Rows of a `datasets.Dataset` as the model reads them, {"pixel_values": (C, H, W), "labels": int}: each image
+    decoded, converted to `mode` ("L" / "RGB") and processed when the row is read."""
+
+    def __init__(self, rows: datasets.Dataset, image_column: str, label_ids: list[int], processor, mode: str):
+        self.rows, self.label_ids = rows.select_columns([image_column]), label_ids
+        self.image_column, self.processor, self.mode = image_column, processor, mode
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        image = to_pil(self.rows[i][self.image_column]).convert(self.mode)
+        pixels = self.processor(image, return_tensors="pt")["pixel_values"][0]  # (C, H, W)
+        return {"pixel_values": pixels, "labels": self.label_ids[i]}
+
+
+def to_pil(value) -> PIL.Image.Image:
+    """A PIL image from a decoded image, a file path, an {"bytes", "path"} struct or an (H, W[, C]) uint8 array."""
+    if isinstance(value, PIL.Image.Image):
+        return value
+    if isinstance(value, str):
+        return PIL.Image.open(value)
+    if isinstance(value, dict):
+        return PIL.Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+    return PIL.Image.fromarray(np.asarray(value))
+
+
+def load_splits(args: FinetuningArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train rows, held-out rows) of a local folder / file or a Hub dataset."""
+    path = Path(args.dataset).expanduser()
+    if path.is_dir():
+        splits = datasets.load_dataset("imagefolder", data_dir=str(path))
+    elif path.is_file():
+        if path.suffix.lower() not in FILE_BUILDERS:
+            raise ValueError(f"{path} is not a table of images: give a csv / json / parquet file of image paths and "
+                             "labels, an image folder, or a Hub id")
+        splits = datasets.load_dataset(FILE_BUILDERS[path.suffix.lower()], data_files=str(path))
+    else:
+        splits = datasets.load_dataset(args.dataset, args.dataset_config_name)
+    if args.train_split not in splits:
+        raise ValueError(f"--train_split {args.train_split!r} is not a split of {args.dataset}: {list(splits)}")
+    train = splits[args.train_split]
+    for name in ("image_column", "label_column"):
+        if getattr(args, name) not in train.column_names:
+            raise ValueError(f"--{name} {getattr(args, name)!r} is not a column of {args.dataset}; its columns: "
+                             f"{train.column_names}")
+    eval_split = args.eval_split or next((s for s in ("validation", "test") if s in splits), None)
+    if eval_split is not None:
+        return train, splits[eval_split]
+    stratify = args.label_column if isinstance(train.features[args.label_column], datasets.ClassLabel) else None
+    parts = train.train_test_split(test_size=args.eval_fraction, seed=0, stratify_by_column=stratify)
+    return parts["train"], parts["test"]
+
+
+def class_names(rows: datasets.Dataset, label_column: str) -> list[str]:
+    """A ClassLabel's names, else the sorted distinct labels of the training rows."""
+    feature = rows.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return sorted({str(y) for y in rows[label_column]})
+
+
+def label_ids(rows: datasets.Dataset, label_column: str, names: list[str], classlabel: bool) -> list[int]:
+    if classlabel:
+        return list(rows[label_column])
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({str(y) for y in rows[label_column]} - set(index))
+    if unknown:
+        raise ValueError(f"held-out labels {unknown[:5]} never occur in the training split: filter them out")
+    return [index[str(y)] for y in rows[label_column]]
+
+
+def base_config(args: FinetuningArguments):
+    """The checkpoint's config, or a fresh tiny one (data2vec-pretrain's tiny vision architecture, digits geometry)."""
+    if args.model_name_or_path is not None:  # ours, or transformers' Data2Vec config converted to ours
+        config_dict = read_config_dict(args.model_name_or_path)
+        if config_dict.get("model_type") == Data2VecConfig.model_type:
+            return Data2VecConfig.from_pretrained(args.model_name_or_path)
+        return config_from_transformers(config_dict)
+    fields = {**MODEL_SIZES["tiny"], **TINY_RECIPES["vision"], **BUILTIN_VISION}
+    return Data2VecConfig(modality="vision", **{**fields, **parse_overrides(args.config_overrides)})
+
+
+def checkpoint_processor(args: FinetuningArguments):
+    """The checkpoint's image processor, or None when it has none (a fresh model, or a bare model folder)."""
+    if args.model_name_or_path is None:
+        return None
+    try:
+        return AutoImageProcessor.from_pretrained(args.model_name_or_path)
+    except (OSError, ValueError):
+        return None
+
+
+def as_dataset(examples: list[dict]) -> datasets.Dataset:
+    """Prepared {"pixel_values", "labels"} examples as a `datasets.Dataset` that reads back as tensors."""
+    return datasets.Dataset.from_dict({"pixel_values": torch.stack([e["pixel_values"] for e in examples]).numpy(),
+                                       "labels": [e["labels"] for e in examples]}).with_format("torch")
+
+
+def prepare_data(args: FinetuningArguments, config) -> tuple[object, object, object, list[str]]:
+    """(train set, held-out set, image processor, class names); each example {"pixel_values", "labels"}."""
+    processor = checkpoint_processor(args)
+    if args.dataset == "builtin":  # the pretraining run's split and, without a processor, its normalisation
+        data = load_pretraining_data(config, "builtin", processor=processor)
+        train, test = (as_dataset(examples) for examples in (data.probe.train, data.probe.test))
+        return train, test, data.processor, [str(digit) for digit in range(10)]
+    train_rows, eval_rows = load_splits(args)
+    if processor is None:  # resize to the model's size, pixels to [-1, 1]
+        size, channels = {"height": config.image_size, "width": config.image_size}, config.num_channels
+        processor = ImageProcessor(size=size, image_mean=[0.5] * channels, image_std=[0.5] * channels)
+    names = class_names(train_rows, args.label_column)
+    classlabel = isinstance(train_rows.features[args.label_column], datasets.ClassLabel)
+    if config.num_channels not in (1, 3):
+        raise ValueError(f"images are read as grey (1 channel) or RGB (3); the model takes {config.num_channels}")
+    mode = "L" if config.num_channels == 1 else "RGB"
+    sets = [ImageExamples(rows, args.image_column, label_ids(rows, args.label_column, names, classlabel), processor,
+                          mode) for rows in (train_rows, eval_rows)]
+    return sets[0], sets[1], processor, names
+
+
+def first(examples, n: int | None):
+    if n is None or n >= len(examples):
+        return examples
+    return examples.select(range(n)) if isinstance(examples, datasets.Dataset) else torch.utils.data.Subset(
+        examples, range(n))
+
+
+def main(argv=None) -> dict:
+    parser = HfArgumentParser((FinetuningArguments, TrainingArguments))
+    # small, typical defaults for the built-in digits (data2vec vision: AdamW, cosine, 0.05 weight decay, warm-up)
+    parser.set_defaults(output_dir="runs/finetune-image", num_train_epochs=10, learning_rate=1e-3,
+                        per_device_train_batch_size=64, per_device_eval_batch_size=128, weight_decay=0.05,
+                        warmup_steps=0.1, lr_scheduler_type="cosine", eval_strategy="epoch", save_strategy="no",
+                        logging_strategy="epoch", report_to="none", seed=0,
+                        dataloader_pin_memory=torch.cuda.is_available())
+    args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if args.config_overrides and args.model_name_or_path:
+        raise ValueError("--config_overrides sets up a fresh model; a --model_name_or_path checkpoint keeps its own "
+                         "config (leave out one of the two)")
+
+    config = base_config(args)
+    train, test, processor, names = prepare_data(args, config)
+    train, test = first(train, args.max_train_examples), first(test, args.max_eval_examples)
+
+    set_seed(training_args.seed)  # the head's (and a fresh model's) initial weights
+    labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    if args.model_name_or_path is None:
+        config.update(labels)
+        model = Data2VecForImageClassification(config)
+    else:  # ours or transformers' Data2Vec vision checkpoints; a fine-tuned head of another size is replaced
+        model = Data2VecForImageClassification.from_pretrained(args.model_name_or_path, ignore_mismatched_sizes=True,
+                                                               **labels)
+
+    trainer = Data2VecTrainer(model=model, args=training_args, layer_decay=args.layer_decay, train_dataset=train,
+                              eval_dataset=test, processing_class=processor, compute_metrics=metrics.accuracy)
+    trainer.train()
+    result = trainer.evaluate()
+    trainer.save_model()  # the model and its image processor, for AutoModelForImageClassification / pipeline()
+    print(f"eval accuracy {result['eval_accuracy']:.4f} ({len(test)} examples)")
+    if training_args.push_to_hub:
+        local = args.dataset == "builtin" or Path(args.dataset).expanduser().exists()
+        trainer.push_to_hub(finetuned_from=args.model_name_or_path, tasks="image-classification",
+                            dataset="scikit-learn's digits (built in)" if args.dataset == "builtin" else args.dataset,
+                            dataset_tags=None if local else args.dataset)  # the card links Hub datasets only
+    return result
+
+
+if __name__ == "__main__":
+    main()

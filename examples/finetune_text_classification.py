@@ -1,0 +1,243 @@
+"""Fine-tune a data2vec text model for sequence classification with `Data2VecTrainer` (a transformers `Trainer`),
+then score it on held-out texts.
+
+    python examples/finetune_text_classification.py                   # built-in task, fresh tiny model, ~1 CPU minute
+    python examples/pretrain_text.py && python examples/finetune_text_classification.py \
+        --model_name_or_path runs/example-text
+    python examples/finetune_text_classification.py --model_name_or_path facebook/data2vec-text-base \
+        --dataset glue --dataset_config_name sst2 --text_column sentence --eval_split validation \
+        --num_train_epochs 3 --learning_rate 2e-5 --per_device_train_batch_size 32
+
+The built-in task needs nothing downloaded: which of six areas of Python's standard library (text processing,
+numbers and math, files and archives, internet, concurrency, dates and times) a docstring comes from, read from the
+public functions, classes and methods of the modules listed in AREAS of the running Python. `--dataset` also takes a
+csv / json file or a `datasets` Hub id, with `--text_column` / `--label_column`; the held-out set is `--eval_split`,
+else the dataset's validation or test split, else `--eval_fraction` of the training rows (a fixed seed).
+
+Texts are tokenised with the checkpoint's tokenizer; a fresh model (no `--model_name_or_path`) is the tiny
+`data2vec-pretrain` text architecture with a byte-level BPE tokenizer trained on the training texts. Every
+`TrainingArguments` flag works. The model and tokenizer are saved to `--output_dir` and load with
+`AutoModelForSequenceClassification` / `AutoTokenizer`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, TrainingArguments, set_seed
+
+from modeling_data2vec_unified import Data2VecConfig, Data2VecForSequenceClassification, metrics
+from modeling_data2vec_unified.conversion import read_config_dict
+from modeling_data2vec_unified.data import train_bpe_tokenizer
+from modeling_data2vec_unified.finetuning import Data2VecTrainer
+from modeling_data2vec_unified.trainer import MODEL_SIZES, TINY_RECIPES, parse_overrides
+
+FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+# the built-in task's classes and the standard-library modules whose docstrings they hold
+AREAS = {
+    "text processing": ("string", "re", "difflib", "textwrap", "unicodedata", "stringprep"),
+    "numbers and math": ("numbers", "math", "cmath", "decimal", "fractions", "random", "statistics"),
+    "files and archives": ("pathlib", "os.path", "stat", "filecmp", "tempfile", "glob", "fnmatch", "shutil", "zlib",
+                           "gzip", "bz2", "lzma", "zipfile", "tarfile"),
+    "internet": ("socket", "ssl", "select", "selectors", "urllib.request", "urllib.parse", "http.client",
+                 "http.server", "http.cookies", "ftplib", "smtplib", "imaplib", "poplib", "socketserver"),
+    "concurrency": ("threading", "multiprocessing", "concurrent.futures", "subprocess", "sched", "queue", "asyncio"),
+    "dates and times": ("datetime", "time", "calendar", "zoneinfo"),
+}
+MAX_PER_AREA = 200  # balances the classes (internet alone has ~600 docstrings)
+MIN_WORDS = 5  # "Return self==value." says nothing about its module
+
+
+@dataclass
+class FinetuningArguments:
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "our pretraining output (runs/example-text) or a transformers Data2Vec text checkpoint; default: a "
+                "fresh tiny model (random init) with a BPE tokenizer trained on the training texts"})
+    config_overrides: str | None = field(default=None, metadata={"help": "fresh model only: config fields, e.g. "
+                                                                         "'num_hidden_layers=2,hidden_dropout_prob=0'"})
+    tokenizer_vocab_size: int = field(default=2048, metadata={"help": "fresh model only: the BPE vocabulary"})
+    dataset: str = field(default="builtin", metadata={"help": "'builtin' (stdlib docstrings), a csv / json file or a "
+                                                              "datasets Hub id"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration"})
+    text_column: str = field(default="text")
+    label_column: str = field(default="label", metadata={"help": "class ids (a ClassLabel) or class names"})
+    train_split: str = field(default="train")
+    eval_split: str | None = field(default=None, metadata={"help": "default: validation or test, if present"})
+    eval_fraction: float = field(default=0.2, metadata={"help": "held out of the training rows when the dataset "
+                                                                "has no eval split"})
+    max_seq_length: int = field(default=128, metadata={"help": "tokens per text, special tokens included"})
+    max_train_examples: int | None = field(default=None, metadata={"help": "use only the first N training examples"})
+    max_eval_examples: int | None = field(default=None, metadata={"help": "score only the first N held-out examples"})
+    layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay (1: none, as data2vec / RoBERTa "
+                                                               "fine-tune text; vision uses 0.65)"})
+
+
+def stdlib_docstrings() -> datasets.Dataset:
+    """The built-in task's rows {"text", "label"}: the docstrings of the public functions, classes and methods of
+    each area's modules (those this Python has). A docstring found in two areas, or of fewer than MIN_WORDS words, is
+    left out; each area keeps at most MAX_PER_AREA, drawn with a fixed seed."""
+    areas: dict[str, set[str]] = defaultdict(set)  # docstring -> the areas it occurs in
+    for area, modules in AREAS.items():
+        for name in modules:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:  # an optional module this Python was built without (lzma, ssl, ...)
+                continue
+            for doc in _docstrings(module):
+                areas[doc].add(area)
+    names = list(AREAS)
+    rows = {"text": [], "label": []}
+    for doc, found in sorted(areas.items()):
+        if len(found) == 1 and len(doc.split()) >= MIN_WORDS:
+            rows["text"].append(doc)
+            rows["label"].append(names.index(found.pop()))
+    table = datasets.Dataset.from_dict(rows, features=datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}))
+    keep = []
+    for label in range(len(names)):
+        ids = [i for i, y in enumerate(rows["label"]) if y == label]
+        keep += [ids[j] for j in torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))[:MAX_PER_AREA]]
+    return table.select(sorted(keep))
+
+
+def _docstrings(module) -> list[str]:
+    docs = []
+    for name, obj in sorted(vars(module).items()):
+        if name.startswith("_") or inspect.ismodule(obj) or not callable(obj):
+            continue
+        docs.append(inspect.getdoc(obj))
+        if inspect.isclass(obj):
+            docs += [inspect.getdoc(member) for key, member in sorted(vars(obj).items())
+                     if not key.startswith("_") and (callable(member) or isinstance(member, property))]
+    return [doc for doc in docs if doc]
+
+
+def load_splits(args: FinetuningArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train rows, held-out rows) of the built-in task, a local csv / json file or a Hub dataset."""
+    if args.dataset == "builtin":
+        splits = datasets.DatasetDict(train=stdlib_docstrings())
+    elif Path(args.dataset).expanduser().is_file():
+        path = Path(args.dataset).expanduser()
+        if path.suffix.lower() not in FILE_BUILDERS:
+            raise ValueError(f"{path} is not a table: give a csv / json / parquet file of texts and labels, or a "
+                             "Hub id")
+        splits = datasets.load_dataset(FILE_BUILDERS[path.suffix.lower()], data_files=str(path))
+    else:
+        splits = datasets.load_dataset(args.dataset, args.dataset_config_name)
+    if args.train_split not in splits:
+        raise ValueError(f"--train_split {args.train_split!r} is not a split of {args.dataset}: {list(splits)}")
+    train = splits[args.train_split]
+    for name in ("text_column", "label_column"):
+        if getattr(args, name) not in train.column_names:
+            raise ValueError(f"--{name} {getattr(args, name)!r} is not a column of {args.dataset}; its columns: "
+                             f"{train.column_names}")
+    eval_split = args.eval_split or next((s for s in ("validation", "test") if s in splits), None)
+    if eval_split is not None:
+        return train, splits[eval_split]
+    stratify = args.label_column if isinstance(train.features[args.label_column], datasets.ClassLabel) else None
+    parts = train.train_test_split(test_size=args.eval_fraction, seed=0, stratify_by_column=stratify)
+    return parts["train"], parts["test"]
+
+
+def class_names(rows: datasets.Dataset, label_column: str) -> list[str]:
+    """A ClassLabel's names, else the sorted distinct labels of the training rows."""
+    feature = rows.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return sorted({str(y) for y in rows[label_column]})
+
+
+def tokenize(rows: datasets.Dataset, args: FinetuningArguments, tokenizer, names: list[str]) -> datasets.Dataset:
+    """Rows as the model reads them: {"input_ids", "attention_mask", "labels"} (the other columns dropped)."""
+    classlabel = isinstance(rows.features[args.label_column], datasets.ClassLabel)
+    index = {name: i for i, name in enumerate(names)}
+    unknown = set() if classlabel else {str(y) for y in rows[args.label_column]} - set(index)
+    if unknown:
+        raise ValueError(f"held-out labels {sorted(unknown)[:5]} never occur in the training split: filter them out")
+
+    def encode(batch: dict) -> dict:
+        encoded = tokenizer([t or "" for t in batch[args.text_column]], truncation=True,
+                            max_length=args.max_seq_length)
+        labels = batch[args.label_column] if classlabel else [index[str(y)] for y in batch[args.label_column]]
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+
+    return rows.map(encode, batched=True, remove_columns=rows.column_names, desc="tokenizing")
+
+
+def fresh_config(args: FinetuningArguments, tokenizer, **labels) -> Data2VecConfig:
+    """data2vec-pretrain's tiny text architecture, sized to the tokenizer (RoBERTa positions from pad_token_id + 1)."""
+    ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id, mask_token_id=tokenizer.mask_token_id,
+               max_position_embeddings=args.max_seq_length + tokenizer.pad_token_id + 1)
+    fields = {**MODEL_SIZES["tiny"], **TINY_RECIPES["text"], **ids}
+    return Data2VecConfig(modality="text", **{**fields, **parse_overrides(args.config_overrides)}, **labels)
+
+
+def check_length(args: FinetuningArguments) -> None:
+    """--max_seq_length must fit the checkpoint's position table (RoBERTa positions start at pad_token_id + 1)."""
+    if args.model_name_or_path is None:
+        return
+    config = read_config_dict(args.model_name_or_path)
+    limit = config["max_position_embeddings"] - (config.get("pad_token_id") or 0) - 1
+    if args.max_seq_length > limit:
+        raise ValueError(f"--max_seq_length {args.max_seq_length} is longer than {args.model_name_or_path} takes "
+                         f"({limit} tokens, from its max_position_embeddings): pass --max_seq_length {limit} or less")
+
+
+def first(rows: datasets.Dataset, n: int | None) -> datasets.Dataset:
+    return rows if n is None or n >= len(rows) else rows.select(range(n))
+
+
+def main(argv=None) -> dict:
+    parser = HfArgumentParser((FinetuningArguments, TrainingArguments))
+    parser.set_defaults(output_dir="runs/finetune-text", num_train_epochs=10, learning_rate=1e-3,
+                        per_device_train_batch_size=32, per_device_eval_batch_size=64, weight_decay=0.01,
+                        warmup_steps=0.06, lr_scheduler_type="linear", eval_strategy="epoch", save_strategy="no",
+                        logging_strategy="epoch", report_to="none", seed=0,
+                        dataloader_pin_memory=torch.cuda.is_available())
+    args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if args.config_overrides and args.model_name_or_path:
+        raise ValueError("--config_overrides sets up a fresh model; a --model_name_or_path checkpoint keeps its own "
+                         "config (leave out one of the two)")
+    check_length(args)
+
+    train_rows, eval_rows = load_splits(args)
+    train_rows, eval_rows = first(train_rows, args.max_train_examples), first(eval_rows, args.max_eval_examples)
+    names = class_names(train_rows, args.label_column)
+    if args.model_name_or_path is not None:
+        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    else:  # trained on the training texts only: the held-out texts stay unseen
+        tokenizer = train_bpe_tokenizer(train_rows[args.text_column], args.tokenizer_vocab_size)
+    train, test = (tokenize(rows, args, tokenizer, names) for rows in (train_rows, eval_rows))
+
+    set_seed(training_args.seed)  # the head's (and a fresh model's) initial weights
+    labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    if args.model_name_or_path is None:
+        model = Data2VecForSequenceClassification(fresh_config(args, tokenizer, **labels))
+    else:  # ours or transformers' Data2Vec text checkpoints; a fine-tuned head of another size is replaced
+        model = Data2VecForSequenceClassification.from_pretrained(args.model_name_or_path,
+                                                                  ignore_mismatched_sizes=True, **labels)
+
+    trainer = Data2VecTrainer(model=model, args=training_args, layer_decay=args.layer_decay, train_dataset=train,
+                              eval_dataset=test, processing_class=tokenizer,
+                              data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics.accuracy)
+    trainer.train()
+    result = trainer.evaluate()
+    trainer.save_model()  # the model and its tokenizer, for AutoModelForSequenceClassification / pipeline()
+    print(f"eval accuracy {result['eval_accuracy']:.4f} ({len(test)} examples)")
+    if training_args.push_to_hub:
+        local = args.dataset == "builtin" or Path(args.dataset).expanduser().exists()
+        trainer.push_to_hub(finetuned_from=args.model_name_or_path, tasks="text-classification",
+                            dataset="stdlib docstrings (built in)" if args.dataset == "builtin" else args.dataset,
+                            dataset_tags=None if local else args.dataset)  # the card links Hub datasets only
+    return result
+
+
+if __name__ == "__main__":
+    main()
