@@ -46,8 +46,11 @@ class Data2VecTrainer(Trainer):
             kwargs.setdefault("tasks", PIPELINE_TAGS[type(self.model).__name__])
         super().create_model_card(*args, **kwargs)
         if self.is_world_process_zero():
-
             readme = Path(self.args.output_dir, "README.md")
+            # transformers 5 reads a model built from a config (no name) as "a fine-tuned version of []()"
+            text = readme.read_text(encoding="utf-8")
+            readme.write_text(text.replace("This model is a fine-tuned version of [](https://huggingface.co/) on",
+                                           "This model was trained from scratch on"), encoding="utf-8")
             add_data2vec_section(readme, self.model.config, datasets=kwargs.get("dataset_tags"))
 
 

@@ -208,7 +208,8 @@ def test_trainer_push_to_hub(monkeypatch, tmp_path, trainer_cls):
     assert "accuracy" in meta["metrics"]  # from the eval results
     ours = trainer_cls is d2v.Data2VecTrainer
     assert ("### Pretraining settings" in body) == ours
-    if ours:  # the head's task: the eval results go into the model-index
+    if ours:  # the head's task: the eval results go into the model-index; no empty "fine-tuned from" link
+        assert "[](https://huggingface.co/)" not in body and "trained from scratch" in body
         results = meta["model-index"][0]["results"]
         assert results[0]["task"]["type"] == "image-classification"
         assert results[0]["metrics"][0]["type"] == "accuracy"
