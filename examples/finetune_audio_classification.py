@@ -38,12 +38,16 @@ import torch
 from transformers import AutoFeatureExtractor, HfArgumentParser, TrainingArguments, set_seed
 
 from modeling_data2vec_unified import Data2VecConfig, Data2VecForAudioClassification, load_pretraining_data, metrics
-from modeling_data2vec_unified.conversion import config_from_transformers, read_config_dict
 from modeling_data2vec_unified.data import SOUND_CLASSES, default_feature_extractor
-from modeling_data2vec_unified.finetuning import Data2VecTrainer
+from modeling_data2vec_unified.finetuning import (
+    Data2VecTrainer,
+    checkpoint_config,
+    class_names,
+    label_ids,
+    load_labelled_splits,
+)
 from modeling_data2vec_unified.trainer import MODEL_SIZES, TINY_RECIPES, parse_overrides
 
-FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")  # what soundfile reads
 
 
@@ -142,62 +146,6 @@ def audio_folder(root: Path) -> datasets.DatasetDict:
     return datasets.DatasetDict({k: datasets.Dataset.from_dict(v, features=features) for k, v in splits.items()})
 
 
-def load_splits(args: FinetuningArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train rows, held-out rows) of a local folder / file or a Hub dataset."""
-    path = Path(args.dataset).expanduser()
-    if path.is_dir():
-        splits = audio_folder(path)
-    elif path.is_file():
-        if path.suffix.lower() not in FILE_BUILDERS:
-            raise ValueError(f"{path} is not a table of clips: give a csv / json / parquet file of audio paths (or "
-                             "arrays) and labels, an audio folder, or a Hub id")
-        splits = datasets.load_dataset(FILE_BUILDERS[path.suffix.lower()], data_files=str(path))
-    else:
-        splits = datasets.load_dataset(args.dataset, args.dataset_config_name)
-    if args.train_split not in splits:
-        raise ValueError(f"--train_split {args.train_split!r} is not a split of {args.dataset}: {list(splits)}")
-    train = splits[args.train_split]
-    for name in ("audio_column", "label_column"):
-        if getattr(args, name) not in train.column_names:
-            raise ValueError(f"--{name} {getattr(args, name)!r} is not a column of {args.dataset}; its columns: "
-                             f"{train.column_names}")
-    eval_split = args.eval_split or next((s for s in ("validation", "test") if s in splits), None)
-    if eval_split is not None:
-        return train, splits[eval_split]
-    stratify = args.label_column if isinstance(train.features[args.label_column], datasets.ClassLabel) else None
-    parts = train.train_test_split(test_size=args.eval_fraction, seed=0, stratify_by_column=stratify)
-    return parts["train"], parts["test"]
-
-
-def class_names(rows: datasets.Dataset, label_column: str) -> list[str]:
-    """A ClassLabel's names, else the sorted distinct labels of the training rows."""
-    feature = rows.features[label_column]
-    if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
-    return sorted({str(y) for y in rows[label_column]})
-
-
-def label_ids(rows: datasets.Dataset, label_column: str, names: list[str], classlabel: bool) -> list[int]:
-    if classlabel:
-        return list(rows[label_column])
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted({str(y) for y in rows[label_column]} - set(index))
-    if unknown:
-        raise ValueError(f"held-out labels {unknown[:5]} never occur in the training split: filter them out")
-    return [index[str(y)] for y in rows[label_column]]
-
-
-def base_config(args: FinetuningArguments):
-    """The checkpoint's config, or a fresh one: data2vec-pretrain's tiny audio architecture."""
-    if args.model_name_or_path is not None:  # ours, or transformers' Data2Vec config converted to ours
-        config_dict = read_config_dict(args.model_name_or_path)
-        if config_dict.get("model_type") == Data2VecConfig.model_type:
-            return Data2VecConfig.from_pretrained(args.model_name_or_path)
-        return config_from_transformers(config_dict)
-    fields = {**MODEL_SIZES["tiny"], **TINY_RECIPES["audio"]}
-    return Data2VecConfig(modality="audio", **{**fields, **parse_overrides(args.config_overrides)})
-
-
 def feature_extractor_for(args: FinetuningArguments, config):
     """The checkpoint's feature extractor, else per-clip normalisation at the model's rate (data2vec audio)."""
     if args.model_name_or_path is not None:
@@ -219,11 +167,13 @@ def prepare_data(args: FinetuningArguments, config, feature_extractor) -> tuple[
     if args.dataset == "builtin":  # the clips and split data2vec-pretrain --modality audio uses
         probe = load_pretraining_data(config, "builtin", processor=feature_extractor).probe
         return as_dataset(probe.train), as_dataset(probe.test), list(SOUND_CLASSES)
-    train_rows, eval_rows = load_splits(args)
+    train_rows, eval_rows = load_labelled_splits(
+        args.dataset, {"--audio_column": args.audio_column, "--label_column": args.label_column},
+        dataset_config_name=args.dataset_config_name, train_split=args.train_split, eval_split=args.eval_split,
+        eval_fraction=args.eval_fraction, folder_loader=audio_folder)
     names = class_names(train_rows, args.label_column)
-    classlabel = isinstance(train_rows.features[args.label_column], datasets.ClassLabel)
     max_samples = int(args.max_audio_seconds * feature_extractor.sampling_rate)
-    sets = [AudioExamples(rows, args.audio_column, label_ids(rows, args.label_column, names, classlabel),
+    sets = [AudioExamples(rows, args.audio_column, label_ids(rows, args.label_column, names),
                           feature_extractor, max_samples) for rows in (train_rows, eval_rows)]
     return sets[0], sets[1], names
 
@@ -247,7 +197,11 @@ def main(argv=None) -> dict:
         raise ValueError("--config_overrides sets up a fresh model; a --model_name_or_path checkpoint keeps its own "
                          "config (leave out one of the two)")
 
-    config = base_config(args)
+    if args.model_name_or_path is not None:  # ours, or transformers' Data2Vec config converted to ours
+        config = checkpoint_config(args.model_name_or_path)
+    else:  # data2vec-pretrain's tiny audio architecture
+        fields = {**MODEL_SIZES["tiny"], **TINY_RECIPES["audio"]}
+        config = Data2VecConfig(modality="audio", **{**fields, **parse_overrides(args.config_overrides)})
     feature_extractor = feature_extractor_for(args, config)
     train, test, names = prepare_data(args, config, feature_extractor)
     train, test = first(train, args.max_train_examples), first(test, args.max_eval_examples)

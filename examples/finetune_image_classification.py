@@ -34,8 +34,13 @@ import torch
 from transformers import AutoImageProcessor, HfArgumentParser, TrainingArguments, set_seed
 
 from modeling_data2vec_unified import Data2VecConfig, Data2VecForImageClassification, load_pretraining_data, metrics
-from modeling_data2vec_unified.conversion import config_from_transformers, read_config_dict
-from modeling_data2vec_unified.finetuning import Data2VecTrainer
+from modeling_data2vec_unified.finetuning import (
+    Data2VecTrainer,
+    checkpoint_config,
+    class_names,
+    label_ids,
+    load_labelled_splits,
+)
 from modeling_data2vec_unified.trainer import BUILTIN_VISION, MODEL_SIZES, TINY_RECIPES, parse_overrides
 
 try:  # transformers >= 5: the Pillow backend (the torchvision one warns without torchvision)
@@ -43,7 +48,6 @@ try:  # transformers >= 5: the Pillow backend (the torchvision one warns without
 except ImportError:
     from transformers import ViTImageProcessor as ImageProcessor
 
-FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
@@ -96,62 +100,6 @@ def to_pil(value) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.asarray(value))
 
 
-def load_splits(args: FinetuningArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train rows, held-out rows) of a local folder / file or a Hub dataset."""
-    path = Path(args.dataset).expanduser()
-    if path.is_dir():
-        splits = datasets.load_dataset("imagefolder", data_dir=str(path))
-    elif path.is_file():
-        if path.suffix.lower() not in FILE_BUILDERS:
-            raise ValueError(f"{path} is not a table of images: give a csv / json / parquet file of image paths and "
-                             "labels, an image folder, or a Hub id")
-        splits = datasets.load_dataset(FILE_BUILDERS[path.suffix.lower()], data_files=str(path))
-    else:
-        splits = datasets.load_dataset(args.dataset, args.dataset_config_name)
-    if args.train_split not in splits:
-        raise ValueError(f"--train_split {args.train_split!r} is not a split of {args.dataset}: {list(splits)}")
-    train = splits[args.train_split]
-    for name in ("image_column", "label_column"):
-        if getattr(args, name) not in train.column_names:
-            raise ValueError(f"--{name} {getattr(args, name)!r} is not a column of {args.dataset}; its columns: "
-                             f"{train.column_names}")
-    eval_split = args.eval_split or next((s for s in ("validation", "test") if s in splits), None)
-    if eval_split is not None:
-        return train, splits[eval_split]
-    stratify = args.label_column if isinstance(train.features[args.label_column], datasets.ClassLabel) else None
-    parts = train.train_test_split(test_size=args.eval_fraction, seed=0, stratify_by_column=stratify)
-    return parts["train"], parts["test"]
-
-
-def class_names(rows: datasets.Dataset, label_column: str) -> list[str]:
-    """A ClassLabel's names, else the sorted distinct labels of the training rows."""
-    feature = rows.features[label_column]
-    if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
-    return sorted({str(y) for y in rows[label_column]})
-
-
-def label_ids(rows: datasets.Dataset, label_column: str, names: list[str], classlabel: bool) -> list[int]:
-    if classlabel:
-        return list(rows[label_column])
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted({str(y) for y in rows[label_column]} - set(index))
-    if unknown:
-        raise ValueError(f"held-out labels {unknown[:5]} never occur in the training split: filter them out")
-    return [index[str(y)] for y in rows[label_column]]
-
-
-def base_config(args: FinetuningArguments):
-    """The checkpoint's config, or a fresh tiny one (data2vec-pretrain's tiny vision architecture, digits geometry)."""
-    if args.model_name_or_path is not None:  # ours, or transformers' Data2Vec config converted to ours
-        config_dict = read_config_dict(args.model_name_or_path)
-        if config_dict.get("model_type") == Data2VecConfig.model_type:
-            return Data2VecConfig.from_pretrained(args.model_name_or_path)
-        return config_from_transformers(config_dict)
-    fields = {**MODEL_SIZES["tiny"], **TINY_RECIPES["vision"], **BUILTIN_VISION}
-    return Data2VecConfig(modality="vision", **{**fields, **parse_overrides(args.config_overrides)})
-
-
 def checkpoint_processor(args: FinetuningArguments):
     """The checkpoint's image processor, or None when it has none (a fresh model, or a bare model folder)."""
     if args.model_name_or_path is None:
@@ -175,16 +123,19 @@ def prepare_data(args: FinetuningArguments, config) -> tuple[object, object, obj
         data = load_pretraining_data(config, "builtin", processor=processor)
         train, test = (as_dataset(examples) for examples in (data.probe.train, data.probe.test))
         return train, test, data.processor, [str(digit) for digit in range(10)]
-    train_rows, eval_rows = load_splits(args)
+    train_rows, eval_rows = load_labelled_splits(
+        args.dataset, {"--image_column": args.image_column, "--label_column": args.label_column},
+        dataset_config_name=args.dataset_config_name, train_split=args.train_split, eval_split=args.eval_split,
+        eval_fraction=args.eval_fraction,
+        folder_loader=lambda path: datasets.load_dataset("imagefolder", data_dir=str(path)))
     if processor is None:  # resize to the model's size, pixels to [-1, 1]
         size, channels = {"height": config.image_size, "width": config.image_size}, config.num_channels
         processor = ImageProcessor(size=size, image_mean=[0.5] * channels, image_std=[0.5] * channels)
     names = class_names(train_rows, args.label_column)
-    classlabel = isinstance(train_rows.features[args.label_column], datasets.ClassLabel)
     if config.num_channels not in (1, 3):
         raise ValueError(f"images are read as grey (1 channel) or RGB (3); the model takes {config.num_channels}")
     mode = "L" if config.num_channels == 1 else "RGB"
-    sets = [ImageExamples(rows, args.image_column, label_ids(rows, args.label_column, names, classlabel), processor,
+    sets = [ImageExamples(rows, args.image_column, label_ids(rows, args.label_column, names), processor,
                           mode) for rows in (train_rows, eval_rows)]
     return sets[0], sets[1], processor, names
 
@@ -209,7 +160,11 @@ def main(argv=None) -> dict:
         raise ValueError("--config_overrides sets up a fresh model; a --model_name_or_path checkpoint keeps its own "
                          "config (leave out one of the two)")
 
-    config = base_config(args)
+    if args.model_name_or_path is not None:  # ours, or transformers' Data2Vec config converted to ours
+        config = checkpoint_config(args.model_name_or_path)
+    else:  # data2vec-pretrain's tiny vision architecture at the digits' geometry
+        fields = {**MODEL_SIZES["tiny"], **TINY_RECIPES["vision"], **BUILTIN_VISION}
+        config = Data2VecConfig(modality="vision", **{**fields, **parse_overrides(args.config_overrides)})
     train, test, processor, names = prepare_data(args, config)
     train, test = first(train, args.max_train_examples), first(test, args.max_eval_examples)
 

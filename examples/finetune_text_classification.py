@@ -35,10 +35,9 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParse
 from modeling_data2vec_unified import Data2VecConfig, Data2VecForSequenceClassification, metrics
 from modeling_data2vec_unified.conversion import read_config_dict
 from modeling_data2vec_unified.data import train_bpe_tokenizer
-from modeling_data2vec_unified.finetuning import Data2VecTrainer
+from modeling_data2vec_unified.finetuning import Data2VecTrainer, class_names, label_ids, load_labelled_splits
 from modeling_data2vec_unified.trainer import MODEL_SIZES, TINY_RECIPES, parse_overrides
 
-FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 # the built-in task's classes and the standard-library modules whose docstrings they hold
 AREAS = {
     "text processing": ("string", "re", "difflib", "textwrap", "unicodedata", "stringprep"),
@@ -118,54 +117,15 @@ def _docstrings(module) -> list[str]:
     return [doc for doc in docs if doc]
 
 
-def load_splits(args: FinetuningArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train rows, held-out rows) of the built-in task, a local csv / json file or a Hub dataset."""
-    if args.dataset == "builtin":
-        splits = datasets.DatasetDict(train=stdlib_docstrings())
-    elif Path(args.dataset).expanduser().is_file():
-        path = Path(args.dataset).expanduser()
-        if path.suffix.lower() not in FILE_BUILDERS:
-            raise ValueError(f"{path} is not a table: give a csv / json / parquet file of texts and labels, or a "
-                             "Hub id")
-        splits = datasets.load_dataset(FILE_BUILDERS[path.suffix.lower()], data_files=str(path))
-    else:
-        splits = datasets.load_dataset(args.dataset, args.dataset_config_name)
-    if args.train_split not in splits:
-        raise ValueError(f"--train_split {args.train_split!r} is not a split of {args.dataset}: {list(splits)}")
-    train = splits[args.train_split]
-    for name in ("text_column", "label_column"):
-        if getattr(args, name) not in train.column_names:
-            raise ValueError(f"--{name} {getattr(args, name)!r} is not a column of {args.dataset}; its columns: "
-                             f"{train.column_names}")
-    eval_split = args.eval_split or next((s for s in ("validation", "test") if s in splits), None)
-    if eval_split is not None:
-        return train, splits[eval_split]
-    stratify = args.label_column if isinstance(train.features[args.label_column], datasets.ClassLabel) else None
-    parts = train.train_test_split(test_size=args.eval_fraction, seed=0, stratify_by_column=stratify)
-    return parts["train"], parts["test"]
-
-
-def class_names(rows: datasets.Dataset, label_column: str) -> list[str]:
-    """A ClassLabel's names, else the sorted distinct labels of the training rows."""
-    feature = rows.features[label_column]
-    if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
-    return sorted({str(y) for y in rows[label_column]})
-
-
 def tokenize(rows: datasets.Dataset, args: FinetuningArguments, tokenizer, names: list[str]) -> datasets.Dataset:
     """Rows as the model reads them: {"input_ids", "attention_mask", "labels"} (the other columns dropped)."""
-    classlabel = isinstance(rows.features[args.label_column], datasets.ClassLabel)
-    index = {name: i for i, name in enumerate(names)}
-    unknown = set() if classlabel else {str(y) for y in rows[args.label_column]} - set(index)
-    if unknown:
-        raise ValueError(f"held-out labels {sorted(unknown)[:5]} never occur in the training split: filter them out")
+    rows = rows.add_column("__label_id", label_ids(rows, args.label_column, names))
 
     def encode(batch: dict) -> dict:
         encoded = tokenizer([t or "" for t in batch[args.text_column]], truncation=True,
                             max_length=args.max_seq_length)
-        labels = batch[args.label_column] if classlabel else [index[str(y)] for y in batch[args.label_column]]
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                "labels": batch["__label_id"]}
 
     return rows.map(encode, batched=True, remove_columns=rows.column_names, desc="tokenizing")
 
@@ -207,7 +167,11 @@ def main(argv=None) -> dict:
                          "config (leave out one of the two)")
     check_length(args)
 
-    train_rows, eval_rows = load_splits(args)
+    source = datasets.DatasetDict(train=stdlib_docstrings()) if args.dataset == "builtin" else args.dataset
+    train_rows, eval_rows = load_labelled_splits(
+        source, {"--text_column": args.text_column, "--label_column": args.label_column},
+        dataset_config_name=args.dataset_config_name, train_split=args.train_split, eval_split=args.eval_split,
+        eval_fraction=args.eval_fraction)
     train_rows, eval_rows = first(train_rows, args.max_train_examples), first(eval_rows, args.max_eval_examples)
     names = class_names(train_rows, args.label_column)
     if args.model_name_or_path is not None:

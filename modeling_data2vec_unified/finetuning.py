@@ -11,8 +11,10 @@ optimizer, and its card carries the data2vec tags (from `model.model_tags`), dat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import datasets
 from transformers import Trainer
 
 from .optimization import parameter_groups
@@ -75,3 +77,83 @@ def ctc_processor(texts, folder: str | Path, sampling_rate: int = 16000, lowerca
     features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=sampling_rate, padding_value=0.0,
                                         do_normalize=True, return_attention_mask=True)
     return Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer)
+
+
+# ---- labelled data for the fine-tuning scripts -----------------------------------------------------------------------
+
+FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def load_labelled_splits(
+    source: str | datasets.DatasetDict,
+    columns: dict[str, str],
+    *,
+    dataset_config_name: str | None = None,
+    train_split: str = "train",
+    eval_split: str | None = None,
+    eval_fraction: float = 0.15,
+    folder_loader: Callable[[Path], datasets.DatasetDict] | None = None,
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train rows, held-out rows) of a `DatasetDict`, a local folder (`folder_loader`), a csv / json / parquet file,
+    or a `datasets` Hub id. `columns` maps each flag to the column it names ({"--label_column": "label", ...}); the
+    held-out rows are `eval_split`, else a "validation" or "test" split, else `eval_fraction` of the training rows
+    (seed 0, stratified by a ClassLabel)."""
+    path = Path(source).expanduser() if isinstance(source, str) else None
+    if isinstance(source, datasets.DatasetDict):
+        splits = source
+    elif path.is_dir():
+        if folder_loader is None:
+            raise ValueError(f"{path} is a folder: give a csv / json / parquet file or a Hub id")
+        splits = folder_loader(path)
+    elif path.is_file():
+        if path.suffix.lower() not in FILE_BUILDERS:
+            raise ValueError(f"{path} is not a table: give a {' / '.join(sorted(set(FILE_BUILDERS.values())))} file, "
+                             "a folder or a Hub id")
+        splits = datasets.load_dataset(FILE_BUILDERS[path.suffix.lower()], data_files=str(path))
+    else:
+        splits = datasets.load_dataset(source, dataset_config_name)
+    if train_split not in splits:
+        raise ValueError(f"--train_split {train_split!r} is not a split of {source}: {list(splits)}")
+    train = splits[train_split]
+    for flag, column in columns.items():
+        if column not in train.column_names:
+            raise ValueError(f"{flag} {column!r} is not a column of {source}; its columns: {train.column_names}")
+    eval_split = eval_split or next((s for s in ("validation", "test") if s in splits), None)
+    if eval_split is not None:
+        return train, splits[eval_split]
+    label_column = columns.get("--label_column")
+    classlabel = label_column is not None and isinstance(train.features[label_column], datasets.ClassLabel)
+    parts = train.train_test_split(test_size=eval_fraction, seed=0,
+                                   stratify_by_column=label_column if classlabel else None)
+    return parts["train"], parts["test"]
+
+
+def class_names(rows: datasets.Dataset, label_column: str) -> list[str]:
+    """A ClassLabel's names, else the sorted distinct labels of the (training) rows."""
+    feature = rows.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return sorted({str(y) for y in rows[label_column]})
+
+
+def label_ids(rows: datasets.Dataset, label_column: str, names: list[str]) -> list[int]:
+    """Class ids of `rows`: a ClassLabel's own, else each label's index in `names` (labels the training rows never
+    had are refused)."""
+    if isinstance(rows.features[label_column], datasets.ClassLabel):
+        return list(rows[label_column])
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({str(y) for y in rows[label_column]} - set(index))
+    if unknown:
+        raise ValueError(f"held-out labels {unknown[:5]} never occur in the training split: filter them out")
+    return [index[str(y)] for y in rows[label_column]]
+
+
+def checkpoint_config(name_or_path: str):
+    """The `Data2VecConfig` of a checkpoint of ours, or of transformers' Data2Vec models (converted)."""
+    from .configuration_data2vec import Data2VecConfig
+    from .conversion import config_from_transformers, read_config_dict
+
+    config_dict = read_config_dict(name_or_path)
+    if config_dict.get("model_type") == Data2VecConfig.model_type:
+        return Data2VecConfig.from_pretrained(name_or_path)
+    return config_from_transformers(config_dict)

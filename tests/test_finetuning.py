@@ -23,7 +23,6 @@ def _args(tmp_path, **overrides) -> TrainingArguments:
 
 def test_layer_decay_rates_follow_the_closed_form(tmp_path):
     model = d2v.Data2VecForImageClassification(tiny_config("vision", num_labels=3))  # 3 layers, shared rel. bias
-    layers = model.config.num_hidden_layers
     optimizer = d2v.layer_decay_optimizer(model, _args(tmp_path, weight_decay=0.05), layer_decay=0.5)
     rate = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
