@@ -120,8 +120,15 @@ def data2vec_section(config, class_name: str | None = None) -> str:
         "that package:\n\n"
         f"```python\nfrom transformers import {auto}\n\n"
         f"model = {auto}.from_pretrained(\"<this repo>\", trust_remote_code=True)\n```\n\n"
-        f"### Pretraining settings\n\n| setting | value |\n|---|---|\n{rows}\n"
+        f"### Pretraining settings\n\n{_provenance(config)}| setting | value |\n|---|---|\n{rows}\n"
     )
+
+
+def _provenance(config) -> str:
+    if getattr(config, "pretraining_info", None):
+        return ""
+    return ("No `data2vec-pretrain` run is recorded in this config (`pretraining_info`): the table shows the data2vec "
+            "objective the config sets, not a run these weights went through.\n\n")
 
 
 def model_card(config, class_name: str, *, datasets=None, metrics: dict | None = None, tags=None,

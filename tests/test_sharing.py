@@ -161,14 +161,23 @@ def test_model_push_to_hub_uploads_weights_code_processor_and_card(monkeypatch, 
     assert meta["pipeline_tag"] == "image-classification"
     assert "| accuracy | 0.93 |" in body
     assert "### Pretraining settings" in body and "| steps | 1680 |" in body and "| dataset | builtin digits |" in body
+    assert "No `data2vec-pretrain` run is recorded" not in body
     assert "average of the teacher's top 2 block outputs" in body
     assert "trust_remote_code=True" in body
+
+
+def test_save_pretrained_with_push_to_hub(monkeypatch, tmp_path):
+    hub = HubRecorder(monkeypatch)
+    d2v.Data2VecVisionModel(tiny_config("vision")).save_pretrained(tmp_path, push_to_hub=True, repo_id="me/enc")
+    assert hub.repos[0][0] == "me/enc"
+    assert {"model.safetensors", "config.json", "README.md"} | CODE == set(hub.files)
 
 
 def test_save_pretrained_keeps_a_card_it_did_not_write(tmp_path):
     model = d2v.Data2VecVisionModel(tiny_config("vision"))
     model.save_pretrained(tmp_path)
-    assert "### Pretraining settings" in (tmp_path / "README.md").read_text()
+    card = (tmp_path / "README.md").read_text()
+    assert "### Pretraining settings" in card and "No `data2vec-pretrain` run is recorded" in card
     (tmp_path / "README.md").write_text("my own card")
     model.save_pretrained(tmp_path)
     assert (tmp_path / "README.md").read_text() == "my own card"
