@@ -1,5 +1,7 @@
 """data2vec self-supervised models for text, images and speech, in the HuggingFace ecosystem."""
 
+import importlib
+
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -56,9 +58,25 @@ from .finetuning import Data2VecTrainer, ctc_processor
 from .optimization import layer_decay_optimizer, parameter_groups
 from .probe import linear_probe
 from .sharing import model_card
-from .trainer import Data2VecPretrainer, PretrainingArguments
 
 __version__ = "0.1.0"
+
+# the pretraining loop is imported on first use: `python -m modeling_data2vec_unified.trainer` (and `accelerate launch
+# -m ...`) runs that module as __main__, and a copy imported here first would be a second module (runpy warns)
+_LAZY = {"Data2VecPretrainer": "trainer", "PretrainingArguments": "trainer"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 AutoConfig.register(Data2VecConfig.model_type, Data2VecConfig, exist_ok=True)
 AutoModel.register(Data2VecConfig, Data2VecModel, exist_ok=True)

@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "target_layer_norm": ("instance", "layer", "none"),
     "target_final_norm": ("instance", "layer", "none"),
     "teacher_scope": ("encoder", "model"),
+    "loss_reduction": ("channel_sum", "mean"),
 }
 
 # data2vec 1.0 base models (Baevski et al., 2022) and their pretraining recipes: fairseq
@@ -38,22 +39,25 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         pad_token_id=1, bos_token_id=0, eos_token_id=2,
         # pretraining: top-10 FFN outputs, each layer-normed; smooth L1 beta 4, scale 1; 2-layer head
         average_top_k_layers=10, target_layer_output="ffn", target_layer_norm="layer", target_final_norm="none",
-        loss_beta=4.0, loss_scale=1.0, head_layers=2, teacher_scope="encoder",
+        loss_beta=4.0, loss_reduction="channel_sum", loss_scale=1.0, head_layers=2, teacher_scope="encoder",
         ema_decay=0.999, ema_end_decay=0.9999, ema_anneal_end_step=300000,
         # spans of 4 tokens over ~35% of the tokens, all replaced by <mask> (data2vec text base.yaml)
         mask_prob=0.35, mask_length=4, mask_random_token_prob=0.0, mask_leave_unmasked_prob=0.0, mask_type="span",
     ),
     "vision": dict(
-        # BEiT ViT-B/16: pre-LN, layer scale 0.1, shared relative position bias, stochastic depth 0.1
+        # BEiT ViT-B/16 as data2vec_vision's ViT-B pretraining command (beit/README.md): pre-LN, shared relative
+        # position bias, --layer_scale_init_value 1e-4 --drop_path 0.25 --attn_drop_rate 0.05
         hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-        hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, activation_dropout=0.0,
-        layerdrop=0.0, drop_path_rate=0.1, layer_norm_eps=1e-6, layer_norm_position="pre",
-        layer_scale_init_value=0.1, relative_position_bias="shared",
+        hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.05, activation_dropout=0.0,
+        layerdrop=0.0, drop_path_rate=0.25, layer_norm_eps=1e-6, layer_norm_position="pre",
+        layer_scale_init_value=1e-4, relative_position_bias="shared",
         image_size=224, patch_size=16, num_channels=3, use_mask_token=True,
         use_absolute_position_embeddings=False, use_mean_pooling=True,
-        # pretraining: top-6 block outputs, each layer-normed, then a layer norm of the average
+        # pretraining: top-6 block outputs (--target_layers [6..11] --layer_results end), each layer-normed, then a
+        # layer norm of the average (--post_target_layer_norm); smooth L1 beta 2 averaged over positions and
+        # channels, unscaled (engine_for_cyclical.py: F.smooth_l1_loss(..., beta=l1_beta), --loss_scale -1)
         average_top_k_layers=6, target_layer_output="block", target_layer_norm="layer", target_final_norm="layer",
-        loss_beta=2.0, loss_scale=None, head_layers=1, teacher_scope="model",
+        loss_beta=2.0, loss_reduction="mean", loss_scale=None, head_layers=1, teacher_scope="model",
         ema_decay=0.9998, ema_end_decay=0.9998, ema_anneal_end_step=0,
         # BEiT block masking: data2vec masks 120 of the 196 patches (~60%), blocks of >= 16 patches, aspect
         # ratio log-uniform in [0.3, 1/0.3]
@@ -69,9 +73,10 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         conv_bias=False, feat_extract_activation="gelu", feat_proj_dropout=0.0,
         num_conv_pos_embeddings=5, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=16,
         sampling_rate=16000,
-        # pretraining: top-8 FFN outputs, each instance-normed over time; L2 loss scaled by 1/sqrt(dim)
+        # pretraining: top-8 FFN outputs, each instance-normed over time; L2 loss summed over channels and scaled
+        # by 1/sqrt(dim)
         average_top_k_layers=8, target_layer_output="ffn", target_layer_norm="instance", target_final_norm="none",
-        loss_beta=0.0, loss_scale=None, head_layers=1, teacher_scope="encoder",
+        loss_beta=0.0, loss_reduction="channel_sum", loss_scale=None, head_layers=1, teacher_scope="encoder",
         ema_decay=0.999, ema_end_decay=0.9999, ema_anneal_end_step=30000,
         # spans of 10 frames, start probability 0.65 (about half the frames masked)
         mask_prob=0.65, mask_length=10, mask_type="span",
@@ -140,12 +145,17 @@ class Data2VecConfig(PreTrainedConfig):
     sampling_rate: int | None = None
 
     # ---- data2vec pretraining ----------------------------------------------------------------------------------
-    average_top_k_layers: int | None = None  # targets = average of the teacher's top K layers
+    # targets = average of the teacher's top K layers; None: the base K (vision 6, text 10, audio 8) from 12 layers up,
+    # round(K * layers / 12) (at least 1) for shallower encoders (`default_top_k`)
+    average_top_k_layers: int | None = None
     target_layer_output: Literal["ffn", "block"] | None = None  # FFN output before residual, or block output
     target_layer_norm: Literal["instance", "layer", "none"] | None = None  # per layer, before averaging
     target_final_norm: Literal["instance", "layer", "none"] | None = None  # after averaging
     loss_beta: float | None = None  # 0: L2 loss; > 0: smooth L1 with this beta
-    loss_scale: float | None = None  # None: 1 / sqrt(hidden_size)
+    # "channel_sum": summed over channels, times loss_scale, averaged over masked positions (fairseq data2vec text
+    # and audio); "mean": averaged over masked positions and channels, times loss_scale (data2vec_vision)
+    loss_reduction: Literal["channel_sum", "mean"] | None = None
+    loss_scale: float | None = None  # None: 1 / sqrt(hidden_size) with "channel_sum", 1 with "mean"
     head_layers: int | None = None  # 1: Linear(D, D); 2: Linear(D, 2D)-GELU-Linear(2D, D)
     teacher_scope: Literal["encoder", "model"] | None = None  # what the EMA teacher averages
     ema_decay: float | None = None  # decay at update 0
@@ -176,7 +186,10 @@ class Data2VecConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}; got {self.modality!r}")
-        for name, value in MODALITY_DEFAULTS[self.modality].items():
+        defaults = MODALITY_DEFAULTS[self.modality]
+        if self.average_top_k_layers is None and self.num_hidden_layers is not None:
+            self.average_top_k_layers = default_top_k(self.modality, self.num_hidden_layers)
+        for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.modality == "text" and self.mask_token_id is None:
@@ -253,7 +266,20 @@ class Data2VecConfig(PreTrainedConfig):
 
     @property
     def target_loss_scale(self) -> float:
-        return self.loss_scale if self.loss_scale is not None else 1.0 / math.sqrt(self.hidden_size)
+        """The factor on the regression loss: `loss_scale`, or by default 1 / sqrt(hidden_size) for a loss summed
+        over channels (fairseq data2vec) and 1 for one averaged over them (data2vec_vision)."""
+        if self.loss_scale is not None:
+            return self.loss_scale
+        return 1.0 / math.sqrt(self.hidden_size) if self.loss_reduction == "channel_sum" else 1.0
 
 
-__all__ = ["Data2VecConfig", "MODALITY_DEFAULTS", "MODALITIES"]
+def default_top_k(modality: str, num_hidden_layers: int) -> int:
+    """The default `average_top_k_layers` for an encoder of `num_hidden_layers`: the base model's K (vision 6, text 10,
+    audio 8) from 12 layers up (deeper models keep it: data2vec_vision's ViT-L averages its top 6 of 24); below 12, the
+    same share of the layers, round(K * layers / 12), at least 1."""
+    base = MODALITY_DEFAULTS[modality]
+    depth = min(num_hidden_layers, base["num_hidden_layers"])
+    return max(1, int(base["average_top_k_layers"] * depth / base["num_hidden_layers"] + 0.5))
+
+
+__all__ = ["Data2VecConfig", "MODALITY_DEFAULTS", "MODALITIES", "default_top_k"]

@@ -21,6 +21,7 @@ parallelise it).
 from __future__ import annotations
 
 import io
+import logging
 import math
 import re
 import warnings
@@ -47,6 +48,8 @@ from transformers import (
 )
 
 from .configuration_data2vec import MODALITIES, Data2VecConfig
+
+logger = logging.getLogger(__name__)
 
 try:  # transformers >= 5.x: the Pillow backend; `ViTImageProcessor` wants torchvision and warns without it
     from transformers import ViTImageProcessorPil as ImageProcessor
@@ -445,6 +448,22 @@ def _check_image_shapes(config: Data2VecConfig, pixels: Iterable[torch.Tensor], 
         )
 
 
+def _log_image_size(config: Data2VecConfig, size: tuple[int, int], source: str) -> None:
+    """Says what size the default processor resizes the images to, and why; small images resized up to a much
+    larger model size cost time for nothing: say how to train at their own size."""
+    width, height = size
+    side = config.image_size
+    logger.info("%s: images (the first is %dx%d) are resized to %dx%d, the model's config.image_size (patches of "
+                "%d: a %dx%d grid)", source, width, height, side, side, config.patch_size, *config.patch_grid)
+    if max(width, height) * 2 <= side:
+        # a 4x4 grid or finer: the largest power-of-two patch up to the model's that fits the image 4 times
+        patch = max(p for p in (1, 2, 4, 8, 16, 32) if p <= config.patch_size and 4 * p <= max(max(width, height), 4))
+        logger.warning(
+            "%s: the images (%dx%d) are much smaller than image_size %d: every step computes on %dx%d upsampled "
+            "pixels. To train at about their own size pass e.g. --config_overrides image_size=%d,patch_size=%d",
+            source, width, height, side, side, side, -(-max(width, height) // patch) * patch, patch)
+
+
 def _builtin_digits(config: Data2VecConfig, processor, max_examples: int | None) -> PretrainingData:
     """scikit-learn's 1797 digits as 'L' images, in a fixed shuffled order: the first 1500 for pretraining (and the
     probe's training set), the other 297 held out; prepared once into a (N, C, H, W) tensor. (The file's own order
@@ -478,6 +497,7 @@ def _builtin_digits(config: Data2VecConfig, processor, max_examples: int | None)
 def _prepare_images(config, rows, column, label_column, processor, seed, source) -> PretrainingData:
     mode = _image_mode(config)
     if processor is None:  # normalise with the data's own statistics, from its first images
+        _log_image_size(config, _to_pil(rows[0][column]).size, source)
         first = _Images(rows.select(range(min(256, len(rows)))), column, _image_processor(config), mode)
         processor = _image_processor(config, torch.stack([e["pixel_values"] for e in _all_examples(first)]))
     train = _Images(rows, column, processor, mode)

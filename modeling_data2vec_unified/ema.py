@@ -8,8 +8,11 @@ annealed linearly from `ema_decay` to `ema_end_decay` over `ema_anneal_end_step`
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 
@@ -26,7 +29,8 @@ class EMATeacher(nn.Module):
 
     The copy never receives gradients and stays in eval mode (no dropout, no layer drop) whatever
     `train()` is called with. `update(source)` is one fused `torch._foreach_lerp_` over parameter lists
-    built on the first update; the update count travels in `state_dict()` (as extra state) with the weights.
+    built on the first update (no host sync, also when `skip` is a device tensor); the update count travels in
+    `state_dict()` (as extra state) with the weights, and in the safetensors file of `save` / `load`.
     """
 
     def __init__(self, source: nn.Module, decay: float, end_decay: float, anneal_end_step: int):
@@ -75,10 +79,14 @@ class EMATeacher(nn.Module):
             ema, student = self._parameter_pairs(source)
             if student[0].dtype != ema[0].dtype:  # a student cast to half precision: average in fp32
                 student = [p.to(ema[0].dtype) for p in student]
-            weight = 1.0 - decay
-            if skip is not None:
-                weight = torch.where(skip, 0.0, weight).to(device=ema[0].device, dtype=ema[0].dtype)
-            torch._foreach_lerp_(ema, student, weight)  # ema += (1 - decay) * (student - ema)
+            if skip is None:
+                torch._foreach_lerp_(ema, student, 1.0 - decay)  # ema += (1 - decay) * (student - ema)
+            else:
+                # the weight stays on the device: the Scalar overload would read a tensor weight back to the host
+                # (`.item()`, a sync per step); the List overload takes tensor weights (one per parameter, here the
+                # same 0-dim tensor) and reads none
+                weight = torch.where(skip, 0.0, 1.0 - decay).to(device=ema[0].device, dtype=ema[0].dtype)
+                torch._foreach_lerp_(ema, student, [weight] * len(ema))
         self.num_updates += 1
         return decay
 
@@ -88,6 +96,19 @@ class EMATeacher(nn.Module):
         ema, student = self._parameter_pairs(source)
         torch._foreach_copy_(ema, student)
         self.num_updates = 0
+
+    def save(self, path: str | os.PathLike) -> None:
+        """The weights and the update count in one safetensors file (nothing in it is unpickled by `load`)."""
+        save_model(self.model, str(path), metadata={"num_updates": str(self.num_updates)})
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Weights and update count from a file written by `save`, onto the teacher's device."""
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+        if "num_updates" not in metadata:
+            raise ValueError(f"{path} has no num_updates: not a teacher saved by EMATeacher.save")
+        load_model(self.model, str(path), strict=True, device=str(next(self.model.parameters()).device))
+        self.num_updates = int(metadata["num_updates"])
 
     def get_extra_state(self) -> dict:
         return {"num_updates": self.num_updates}

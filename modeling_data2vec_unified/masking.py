@@ -9,7 +9,7 @@ Mask convention: True = masked, i.e. hidden from the student (the loss is comput
           drawn uniformly, which works better on tiny patch grids.
 - audio:  wav2vec 2.0 / data2vec span masking: each frame starts a span of `mask_length` frames with
           probability mask_prob / mask_length (spans may overlap), then every row of the batch is thinned
-          to the same number of masked frames.
+          to the same number of masked frames (rows too short for a span are masked on their own).
 
 All randomness comes from a `numpy.random.Generator` passed in, so a seeded collator is deterministic. A batch
 that arrives as a `SeededBatch` (the trainer's sampler makes them) is drawn from its own seed, so its masks are a
@@ -151,7 +151,13 @@ def time_span_mask(
     `compute_mask_indices`): int(mask_prob * n / span + u) span starts drawn without replacement, spans of
     `span` frames (overlapping spans merge, so 0.65 / 10 masks about half the frames). At least one frame of a
     row stays visible. With `same_count`, every row is thinned at random to the smallest row count
-    (data2vec's `require_same_masks`), so each example contributes equally."""
+    (data2vec's `require_same_masks`), so each example contributes equally.
+
+    Short rows: a row of fewer than `span + 1` frames (a short clip padded into a batch of long ones) cannot hold
+    a span and a visible frame. It is masked on its own, with spans of at most n - 1 frames (a 1-frame row gets
+    none), and is left out of the smallest count: it is thinned to the long rows' count if above it, but its
+    own small count never thins them, so one short clip does not empty the batch's mask. When every row is short,
+    the smallest count is taken over the rows that can hold a mask (2 frames or more)."""
     mask = np.zeros((len(lengths), num_frames), dtype=bool)
     for row, n in enumerate(lengths):
         n = int(n)
@@ -166,7 +172,13 @@ def time_span_mask(
         if mask[row, :n].all():  # keep one frame visible
             mask[row, rng.integers(n)] = False
     if same_count and len(lengths) > 1:
-        target = int(mask.sum(1).min())
+        n = np.asarray(lengths, dtype=np.int64)
+        counted = n >= span + 1  # rows long enough to hold a span and a visible frame
+        if not counted.any():
+            counted = n >= 2
+        if not counted.any():
+            return mask
+        target = int(mask.sum(1)[counted].min())
         for row in range(len(mask)):
             masked = np.flatnonzero(mask[row])
             if len(masked) > target:
@@ -310,6 +322,7 @@ class DataCollatorForData2VecPretraining:
             )
         if images[0].dim() != 3:
             raise ValueError(f"each pixel_values must be (channels, height, width); got {tuple(images[0].shape)}")
+        check_pixel_layout(images[0], self.config.num_channels)
         return {"pixel_values": torch.stack(images).float()}
 
     def _collate_audio(self, waves: list, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -369,9 +382,15 @@ def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict
     `Data2VecForPreTraining.forward` draws when no mask is passed. Text also gets `masked_input_ids`."""
     c = config
     attention = batch.get("attention_mask")
+    if attention is not None:  # the host copy the mask is drawn from: checking it costs no extra device sync
+        attention = attention.cpu()
+        values = batch[MODALITY_INPUT[c.modality]]
+        check_attention_mask(attention, values.shape, c.receptive_field if c.modality == "audio" else 1)
     if c.modality == "text":
-        ids = batch["input_ids"].cpu().numpy()
-        real = np.ones(ids.shape, bool) if attention is None else attention.cpu().numpy().astype(bool)
+        ids = batch["input_ids"].cpu()
+        check_token_ids(ids, "input_ids", c.vocab_size, c.pad_token_id)
+        ids = ids.numpy()
+        real = np.ones(ids.shape, bool) if attention is None else attention.numpy().astype(bool)
         special = [t for t in (c.bos_token_id, c.eos_token_id, c.pad_token_id) if t is not None]
         mask = text_span_mask(real & ~np.isin(ids, special), c.mask_prob, c.mask_length, rng)
         masked_ids = corrupt_text(
@@ -381,6 +400,7 @@ def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict
         return {"masked_input_ids": torch.from_numpy(masked_ids), "bool_masked_pos": torch.from_numpy(mask)}
     if c.modality == "vision":
         pixel_values = batch["pixel_values"]
+        check_pixel_layout(pixel_values, c.num_channels)
         grid = (pixel_values.shape[-2] // c.patch_size, pixel_values.shape[-1] // c.patch_size)
         n = num_masked_patches(c, grid)
         if c.mask_type == "random":
@@ -396,9 +416,111 @@ def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict
     return {"mask_time_indices": torch.from_numpy(mask)}
 
 
+# ---- input checks ------------------------------------------------------------------------------------------
+# Value checks read tensors back to the host: they run on CPU tensors only (the collator, CPU inputs, host copies
+# made anyway), never inside an accelerator step. Shape checks cost nothing and run everywhere.
+
+
+def host_checks_are_free(tensor: torch.Tensor) -> bool:
+    """Whether reading `tensor`'s values back costs no device sync: a CPU tensor, outside torch.compile / tracing."""
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+
+
+def check_token_ids(ids: torch.Tensor, name: str, size: int, pad_token_id: int | None = None) -> None:
+    """Refuses ids outside [0, size): `input_ids` against vocab_size, `token_type_ids` against type_vocab_size.
+    The embedding lookup would fail with a bare IndexError (a device-side assert on GPU)."""
+    if ids.numel() == 0 or ids.is_floating_point():
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low >= 0 and high < size:
+        return
+    bad = high if high >= size else low
+    where = (ids == bad).nonzero()[0].tolist()
+    at = f"example {where[0]}, position {where[1]}" if len(where) == 2 else f"index {where}"
+    types = name == "token_type_ids"
+    if bad < 0:
+        pad = "0" if types else f"pad_token_id ({pad_token_id})"
+        fix = f"a negative id is no token (-100 marks ignored labels, not inputs): pad {name} with {pad} instead"
+    elif types:
+        fix = (f"this model has {size} token type(s): drop token_type_ids "
+               f"(tokenizer(..., return_token_type_ids=False)) or use a config with type_vocab_size > {bad}")
+    else:
+        fix = ("the tokenizer does not match the model: tokenize with the model's own tokenizer, or use a config "
+               "whose vocab_size covers the tokenizer's ids (vocab_size >= len(tokenizer))")
+    field = "type_vocab_size" if types else "vocab_size"
+    raise ValueError(f"{name} holds {bad} at {at}, outside 0..{size - 1} (config.{field} = {size}): {fix}")
+
+
+_ADDITIVE = (
+    " If this is an additive mask (0 = attend, a large negative value = padding), convert it: (mask == 0).long()"
+)
+
+
+def check_attention_values(attention_mask: torch.Tensor) -> None:
+    """Refuses an attention_mask holding anything but 1 (real) and 0 (padding): an additive float mask (0 for
+    tokens, -1e4 or -inf for padding) would otherwise be read inverted."""
+    if attention_mask.dtype == torch.bool:
+        return
+    odd = (attention_mask != 0) & (attention_mask != 1)
+    if odd.any():
+        value = attention_mask[odd].min().item()
+        raise ValueError(
+            f"attention_mask holds {value:g}; it must be 1 for real tokens and 0 for padding."
+            + (_ADDITIVE if value < 0 else " Pass a 0 / 1 mask, e.g. (mask > 0).long()")
+        )
+
+
+def check_attention_mask(attention_mask: torch.Tensor, shape: Sequence[int], receptive_field: int = 1) -> None:
+    """Refuses an `attention_mask` that is not (batch, length) = `shape` of 1 (real) / 0 (padding): an additive
+    float mask (0 for tokens, -1e4 or -inf for padding) would be read inverted; refuses a batch with no real
+    position and examples that are all padding, naming them (audio: also those with fewer real samples than the
+    conv encoder's `receptive_field`, which yield no frame)."""
+    if tuple(attention_mask.shape) != tuple(shape):
+        raise ValueError(
+            f"attention_mask must be (batch, length) = {tuple(shape)}, like the input; "
+            f"got {tuple(attention_mask.shape)}"
+        )
+    check_attention_values(attention_mask)
+    hint = "." + _ADDITIVE if attention_mask.is_floating_point() else ""
+    real = attention_mask.bool().sum(1)  # (B,)
+    if not real.any():
+        raise ValueError(f"the batch has no real tokens: every attention_mask entry is 0 (all padding){hint}")
+    empty = (real == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"example(s) {empty[:5]} of the batch are all padding (attention_mask all 0): nothing to encode or "
+            f"predict there. Drop empty examples before batching (e.g. dataset.filter on their length){hint}"
+        )
+    short = (real < receptive_field).nonzero().flatten().tolist()
+    if short:
+        raise ValueError(
+            f"example(s) {short[:5]} of the batch have fewer real samples (attention_mask 1) than the conv feature "
+            f"encoder's receptive field ({receptive_field}), so no frame: drop such short examples before batching"
+        )
+
+
+def check_pixel_layout(pixel_values: torch.Tensor, num_channels: int) -> None:
+    """Refuses channels-last images, (batch, height, width, channels) or one (height, width, channels): the last
+    axis holds `num_channels` where the channel axis does not. A shape check: free anywhere."""
+    shape = tuple(pixel_values.shape)
+    if len(shape) not in (3, 4) or shape[-3] == num_channels or shape[-1] != num_channels:
+        return
+    batched = len(shape) == 4
+    got = "(batch, height, width, channels)" if batched else "(height, width, channels)"
+    want = "(batch, channels, height, width)" if batched else "(channels, height, width)"
+    permute = "permute(0, 3, 1, 2)" if batched else "permute(2, 0, 1)"
+    raise ValueError(
+        f"pixel_values of shape {shape} look channels-last, {got}; this model takes channels first, {want} "
+        f"(config.num_channels = {num_channels}): pass pixel_values.{permute} (or use an image processor that "
+        f"returns channels first)"
+    )
+
+
 def check_batch(config: Data2VecConfig, batch: Mapping[str, torch.Tensor | None]) -> None:
-    """Refuses a batch data2vec cannot learn from, naming the fix: another modality's input, no real token,
-    NaN / inf values, a mask of the wrong shape, one that selects nothing, or one that hides a whole example.
+    """Refuses a batch data2vec cannot learn from, naming the fix: another modality's input, token ids outside the
+    vocabulary, channels-last images, an attention_mask that is not 1 / 0 (e.g. additive), no real token, an example
+    that is all padding, NaN / inf values, a mask of the wrong shape, one that selects nothing, or one that hides
+    a whole example.
 
     Reads values back to the host: the collator calls it on CPU tensors, the model on CPU inputs (or when
     asked), never inside an accelerator step by default."""
@@ -413,9 +535,19 @@ def check_batch(config: Data2VecConfig, batch: Mapping[str, torch.Tensor | None]
         )
     if values.numel() == 0:
         raise ValueError(f"{key} is empty (shape {tuple(values.shape)}): the batch has no examples")
+    if config.modality == "text":
+        for name in ("input_ids", "masked_input_ids"):
+            if batch.get(name) is not None:
+                check_token_ids(batch[name], name, config.vocab_size, config.pad_token_id)
+        if batch.get("token_type_ids") is not None:
+            check_token_ids(batch["token_type_ids"], "token_type_ids", config.type_vocab_size)
+    elif config.modality == "vision":
+        if values.dim() != 4:
+            raise ValueError(f"pixel_values must be (batch, channels, height, width); got shape {tuple(values.shape)}")
+        check_pixel_layout(values, config.num_channels)
     attention = batch.get("attention_mask")
-    if attention is not None and not attention.bool().any():
-        raise ValueError("the batch has no real tokens: every attention_mask entry is 0 (all padding)")
+    if attention is not None:
+        check_attention_mask(attention, values.shape, config.receptive_field if config.modality == "audio" else 1)
     if values.is_floating_point() and not torch.isfinite(values).all():
         raise ValueError(f"{key} holds NaN or inf values: clean or drop those examples")
     mask = batch.get(MASK_INPUT[config.modality])
@@ -462,7 +594,11 @@ __all__ = [
     "DataCollatorForData2VecPretraining",
     "SeededBatch",
     "block_mask",
+    "check_attention_mask",
+    "check_attention_values",
     "check_batch",
+    "check_pixel_layout",
+    "check_token_ids",
     "corrupt_text",
     "draw_mask",
     "random_affine",

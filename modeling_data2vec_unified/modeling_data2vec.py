@@ -29,7 +29,17 @@ from transformers.utils import ModelOutput
 
 from .configuration_data2vec import Data2VecConfig
 from .ema import EMATeacher
-from .masking import MASK_INPUT, MODALITY_INPUT, check_batch, draw_mask
+from .masking import (
+    MASK_INPUT,
+    MODALITY_INPUT,
+    check_attention_mask,
+    check_attention_values,
+    check_batch,
+    check_pixel_layout,
+    check_token_ids,
+    draw_mask,
+    host_checks_are_free,
+)
 
 # ==================================================================================================
 # Shared Transformer encoder
@@ -198,9 +208,12 @@ class Data2VecLayer(GradientCheckpointingLayer):
 
 
 def padding_to_attn_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """(B, T) mask, 1 = real token -> additive (B, 1, 1, T) bias that keeps padded keys out of attention."""
+    """(B, T) mask, 1 = real token -> additive (B, 1, 1, T) bias that keeps padded keys out of attention.
+    An additive mask passed in its place (0 = attend, negative = padding) is refused where that is free (CPU)."""
     if attention_mask is None:
         return None
+    if attention_mask.dtype != torch.bool and host_checks_are_free(attention_mask):
+        check_attention_values(attention_mask)
     bias = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
     bias = bias.masked_fill(~attention_mask.bool(), torch.finfo(dtype).min)
     return bias[:, None, None, :]
@@ -305,6 +318,12 @@ class Data2VecTextEmbeddings(nn.Module):
                 f"input_ids has {input_ids.shape[1]} tokens; this model takes at most {self.max_length} "
                 "(truncate, e.g. tokenizer(..., truncation=True, max_length=...))"
             )
+        if host_checks_are_free(input_ids):  # value checks only where reading them back costs no device sync
+            check_token_ids(input_ids, "input_ids", self.word_embeddings.num_embeddings, self.padding_idx)
+            if token_type_ids is not None:
+                check_token_ids(token_type_ids, "token_type_ids", self.token_type_embeddings.num_embeddings)
+            if attention_mask is not None:
+                check_attention_mask(attention_mask, input_ids.shape)
         if position_ids is None:
             # non-padding tokens get positions padding_idx + 1, padding_idx + 2, ...; padding keeps padding_idx
             not_pad = input_ids.ne(self.padding_idx).long()
@@ -355,6 +374,7 @@ class Data2VecVisionEmbeddings(nn.Module):
         B, C, H, W = pixel_values.shape
         _check_not_empty("pixel_values", pixel_values)
         if C != self.num_channels:
+            check_pixel_layout(pixel_values, self.num_channels)  # channels-last: say to permute
             raise ValueError(
                 f"pixel_values has {C} channels; this model takes {self.num_channels} (config.num_channels)"
             )
@@ -476,6 +496,8 @@ class Data2VecAudioFrontEnd(nn.Module):
                 f"field ({need} samples, {need / self.config.sampling_rate * 1000:.0f} ms at "
                 f"{self.config.sampling_rate} Hz): pad or drop such clips"
             )
+        if attention_mask is not None and host_checks_are_free(attention_mask):
+            check_attention_mask(attention_mask, input_values.shape, need)
         if features is None:
             features = self.extract_features(input_values)  # (B, T, C)
         x = self.feature_dropout(self.feature_projection(features))  # (B, T, D)
@@ -625,22 +647,36 @@ class Data2VecPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Loads our checkpoints, and transformers' Data2VecText/Vision/Audio checkpoints (converted on the fly).
 
-        A checkpoint of another model type or of another modality is refused with an error naming the fix.
+        A checkpoint of another model type or of another modality is refused with an error naming the fix, and so
+        are a local folder that does not exist and weights that cannot be read (a truncated or empty safetensors
+        file): the errors name the path.
         """
-        from .conversion import TRANSFORMERS_MODEL_TYPES, load_from_transformers, read_config_dict
+        from safetensors import SafetensorError
 
+        from .conversion import (
+            TRANSFORMERS_MODEL_TYPES,
+            check_local_path,
+            load_from_transformers,
+            read_config_dict,
+            unreadable_weights_error,
+        )
+
+        check_local_path(pretrained_model_name_or_path)
         config = kwargs.get("config")
-        if isinstance(config, Data2VecConfig):
-            cls._check_modality(config.modality, pretrained_model_name_or_path)
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        config_dict = read_config_dict(pretrained_model_name_or_path, **kwargs)
-        model_type = config_dict.get("model_type")
-        if model_type == Data2VecConfig.model_type:
-            cls._check_modality(config_dict.get("modality", "vision"), pretrained_model_name_or_path)
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        if model_type in TRANSFORMERS_MODEL_TYPES:
-            cls._check_modality(TRANSFORMERS_MODEL_TYPES[model_type], pretrained_model_name_or_path)
-            return load_from_transformers(cls, pretrained_model_name_or_path, config_dict, *model_args, **kwargs)
+        try:
+            if isinstance(config, Data2VecConfig):
+                cls._check_modality(config.modality, pretrained_model_name_or_path)
+                return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            config_dict = read_config_dict(pretrained_model_name_or_path, **kwargs)
+            model_type = config_dict.get("model_type")
+            if model_type == Data2VecConfig.model_type:
+                cls._check_modality(config_dict.get("modality", "vision"), pretrained_model_name_or_path)
+                return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            if model_type in TRANSFORMERS_MODEL_TYPES:
+                cls._check_modality(TRANSFORMERS_MODEL_TYPES[model_type], pretrained_model_name_or_path)
+                return load_from_transformers(cls, pretrained_model_name_or_path, config_dict, *model_args, **kwargs)
+        except SafetensorError as error:  # safetensors names neither the file nor the fix
+            raise unreadable_weights_error(pretrained_model_name_or_path, error, **kwargs) from error
         known = ", ".join([Data2VecConfig.model_type, *TRANSFORMERS_MODEL_TYPES])
         raise ValueError(
             f"{pretrained_model_name_or_path} holds a model of type {model_type!r}, not a data2vec model "
@@ -954,7 +990,7 @@ class Data2VecCollapseError(RuntimeError):
 @dataclass
 class Data2VecForPreTrainingOutput(ModelOutput):
     """
-    loss: regression loss over the masked positions (sum over channels x loss scale, mean over positions).
+    loss: regression loss over the masked positions, reduced as `config.loss_reduction` names, times the scale.
     target_var / pred_var: mean over channels of the std of targets / predictions across masked positions;
         both falling towards 0 signals collapse (see `Data2VecForPreTraining.check_collapse`).
     num_masked: masked real positions in the batch; masked_fraction: their share of the real positions.
@@ -1173,14 +1209,16 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         return data2vec_targets(layers, c, student_front.attention_mask)
 
     def forward_loss(self, predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
-        """Smooth L1 (beta > 0) or L2 (beta 0) in fp32, summed over channels, times the loss scale, averaged over
-        the masked positions. Returns (loss, number of masked positions)."""
+        """Smooth L1 (beta > 0) or L2 (beta 0) in fp32 over the masked positions, reduced as `loss_reduction` names:
+        "channel_sum" sums over channels and averages over positions (fairseq data2vec), "mean" averages over both
+        (data2vec_vision); times `target_loss_scale`. Returns (loss, number of masked positions)."""
         c = self.config
         predictions = predictions.float()
         if c.loss_beta == 0:
-            per_position = F.mse_loss(predictions, targets, reduction="none").sum(-1)  # (B, P)
+            elementwise = F.mse_loss(predictions, targets, reduction="none")  # (B, P, D)
         else:
-            per_position = F.smooth_l1_loss(predictions, targets, reduction="none", beta=c.loss_beta).sum(-1)
+            elementwise = F.smooth_l1_loss(predictions, targets, reduction="none", beta=c.loss_beta)
+        per_position = elementwise.sum(-1) if c.loss_reduction == "channel_sum" else elementwise.mean(-1)  # (B, P)
         num_masked = mask.sum()
         loss = torch.where(mask, per_position, 0).sum() * c.target_loss_scale / num_masked.clamp(min=1)
         return loss, num_masked

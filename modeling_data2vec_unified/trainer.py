@@ -12,8 +12,10 @@ skipped on the device (AdamW's `found_inf`, the teacher's `skip`), so it can nev
 and is reported (and stops the run, unless `--skip_nonfinite`) at the next logging step.
 
 Data order and masks are pure functions of (seed, epoch, step, rank) (`EpochBatchSampler` + `SeededBatch`), so a
-run resumed from a checkpoint continues exactly: same batches, same masks, same dropout (accelerate restores the
-RNGs), same teacher (a registered checkpoint object with its update count).
+run resumed from a checkpoint continues exactly: same batches, same masks, same dropout (every process's RNG states are
+restored), same teacher (weights and update count). Nothing in a checkpoint is unpickled on resume: accelerate saves
+and loads the model (safetensors) and the optimizer (loaded with `torch.load(weights_only=True)`); the teacher and the
+RNG states are safetensors files, the loop position and the learning-rate schedule JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
+import random
 import re
 import shutil
 import sys
@@ -35,6 +39,8 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from transformers import HfArgumentParser, get_scheduler
 
 from .configuration_data2vec import MODALITIES, Data2VecConfig
@@ -58,7 +64,8 @@ MODEL_SIZES: dict[str, dict] = {
 TINY_RECIPES: dict[str, dict] = {
     "vision": dict(mask_type="random", mask_prob=0.6, target_layer_output="ffn", target_layer_norm="instance",
                    target_final_norm="none", relative_position_bias="none", use_absolute_position_embeddings=True,
-                   layer_scale_init_value=0.0, drop_path_rate=0.0, ema_decay=0.99, ema_end_decay=0.999),
+                   layer_scale_init_value=0.0, drop_path_rate=0.0, attention_probs_dropout_prob=0.0,
+                   loss_reduction="channel_sum", ema_decay=0.99, ema_end_decay=0.999),
     # text: instance-normed targets (as data2vec 2.0); per-position layer norm collapsed within 200 tiny steps
     "text": dict(target_layer_norm="instance", ema_decay=0.99, ema_end_decay=0.999),
     "audio": dict(conv_dim=[128] * 6, conv_stride=[5, 2, 2, 2, 2, 2], conv_kernel=[10, 3, 3, 3, 3, 2],
@@ -76,8 +83,30 @@ TRAINING_DEFAULTS: dict[str, dict[str, tuple[float, int, int]]] = {
     "base": {"vision": (1.5e-3, 64, 400_000), "text": (2e-4, 16, 1_000_000), "audio": (5e-4, 8, 400_000)},
 }
 
+# AdamW and clipping of each modality's recipe: text fairseq examples/data2vec/config/text/pretraining/base.yaml
+# (adam_betas (0.9, 0.98), eps 1e-6, wd 0.01, clip_norm 5); audio .../audio/pretraining/base_librispeech.yaml (the
+# same Adam, no clip_norm: none); vision data2vec_vision beit/README.md's ViT-B command with run_cyclical.py's
+# defaults (--opt_betas unset: AdamW's (0.9, 0.999), --opt_eps 1e-8, --weight_decay 0.05, --clip_grad 3.0)
+OPTIMIZER_DEFAULTS: dict[str, dict] = {
+    "text": dict(weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=5.0),
+    "audio": dict(weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=0.0),
+    "vision": dict(weight_decay=0.05, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=3.0),
+}
+# the tiny vision recipe was measured with betas (0.9, 0.98) and eps 1e-6 (docs/training.md)
+TINY_OPTIMIZER: dict[str, dict] = {"vision": dict(adam_beta2=0.98, adam_epsilon=1e-6)}
+
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-TRAINER_STATE = "trainer_state.json"
+# a checkpoint-N folder: accelerate's model.safetensors + optimizer.bin (+ scaler.pt with fp16), and these
+TRAINER_STATE = "trainer_state.json"  # loop position, learning-rate schedule, what the run was
+TEACHER_WEIGHTS = "teacher.safetensors"  # the EMA teacher's weights and update count
+RNG_STATE = "rng_state_{}.safetensors"  # one per process: Python, NumPy, torch CPU and accelerator RNGs
+# pickles accelerate's load_state would read that our checkpoints never hold: its registered objects (unpickled with
+# weights_only=False: any code runs) and its RNG states (which we write as safetensors instead)
+FOREIGN_PICKLES = re.compile(r"^(custom_checkpoint_\d+\.pkl|random_states_\d+\.pkl)$")
+# what `Data2VecPretrainer._train_step` sums on the device between two logging steps (read once, at the logging step)
+SUMS = ("loss", "target_var", "pred_var", "masked_fraction", "micro_batches", "masked_micro_batches", "tokens",
+        "grad_norm", "finite_steps")
+PER_MICRO_BATCH = SUMS.index("grad_norm")  # the first PER_MICRO_BATCH sums grow per micro-batch, the rest per step
 
 
 @dataclass
@@ -122,14 +151,16 @@ class PretrainingArguments:
     per_device_train_batch_size: int | None = field(default=None)
     gradient_accumulation_steps: int = field(default=1)
     learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of AdamW"})
-    weight_decay: float = field(default=0.05)
+    weight_decay: float | None = field(default=None, metadata={"help": "default: the modality's recipe"})
     adam_beta1: float = field(default=0.9)
-    adam_beta2: float = field(default=0.98)
-    adam_epsilon: float = field(default=1e-6)
+    adam_beta2: float | None = field(default=None, metadata={"help": "default: the modality's recipe"})
+    adam_epsilon: float | None = field(default=None, metadata={"help": "default: the modality's recipe"})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "any transformers.get_scheduler name"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "warm-up steps as a fraction of max_steps"})
     warmup_steps: int | None = field(default=None, metadata={"help": "overrides --warmup_ratio"})
-    max_grad_norm: float = field(default=3.0, metadata={"help": "gradient clipping (0: none)"})
+    max_grad_norm: float | None = field(default=None, metadata={"help": "gradient clipping (0: none); default: the "
+                                                                        "modality's recipe (vision 3, text 5, "
+                                                                        "audio none)"})
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (teacher weights, targets and "
                                                                  "loss stay fp32)", "choices": ("no", "bf16", "fp16")})
     ema_decay: float | None = field(default=None, metadata={"help": "teacher EMA decay at step 0"})
@@ -167,6 +198,11 @@ class PretrainingArguments:
         args.per_device_train_batch_size = args.per_device_train_batch_size or batch
         args.max_steps = args.max_steps or steps
         args.output_dir = args.output_dir or f"runs/data2vec-{args.modality}"
+        recipe = {**OPTIMIZER_DEFAULTS[args.modality],
+                  **(TINY_OPTIMIZER.get(args.modality, {}) if args.model_size == "tiny" else {})}
+        for name, value in recipe.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
         if args.image_augment is None:
             args.image_augment = "affine" if args.modality == "vision" and args.dataset == "builtin" else "none"
         if args.warmup_steps is None:
@@ -181,7 +217,7 @@ class PretrainingArguments:
 
 
 class TrainerState:
-    """The loop's position, saved with every checkpoint (an accelerate checkpointing object)."""
+    """The loop's position, saved with every checkpoint (in trainer_state.json)."""
 
     def __init__(self):
         self.global_step = 0  # optimizer steps done
@@ -377,6 +413,8 @@ class Data2VecPretrainer:
             image_augment=args.image_augment if self.config.modality == "vision" else None,
         )
         self.state = TrainerState()
+        self.optimizer = self.lr_scheduler = None  # made by `train`
+        self._fused = False
         self.log_history: list[dict] = []  # every logged step's metrics, as transformers' Trainer keeps them
         self.resume_from = None
         if args.resume_from_checkpoint:
@@ -402,12 +440,25 @@ class Data2VecPretrainer:
             )
 
     def _check_checkpoint(self, path: Path) -> None:
+        """A checkpoint to resume must be ours, of this model, and hold no pickle that resuming would read."""
         state = json.loads((path / TRAINER_STATE).read_text())
         if state.get("modality") != self.config.modality or state.get("num_parameters") != self.model.num_parameters():
             raise ValueError(
                 f"checkpoint {path} is of another model ({state.get('modality')}, {state.get('num_parameters')} "
                 f"parameters) than this run ({self.config.modality}, {self.model.num_parameters()}): resume with the "
                 f"same --modality / --model_size / --config, or start a new --output_dir"
+            )
+        pickles = sorted(p.name for p in path.iterdir() if FOREIGN_PICKLES.match(p.name))
+        if pickles:
+            raise ValueError(
+                f"checkpoint {path} holds {', '.join(pickles)}: pickled state that data2vec-pretrain neither writes "
+                f"nor loads (unpickling runs whatever code the file names), left by an older version or another "
+                f"program. Resume it with the version that wrote it, or start a new --output_dir"
+            )
+        if not (path / TEACHER_WEIGHTS).is_file() or "lr_scheduler" not in state:
+            raise ValueError(
+                f"checkpoint {path} has no {TEACHER_WEIGHTS} or no lr_scheduler in {TRAINER_STATE} (written by an "
+                f"older version?): resume from a checkpoint of this version, or start a new --output_dir"
             )
 
     def _check_first_batch(self) -> None:
@@ -443,8 +494,11 @@ class Data2VecPretrainer:
     # ---- checkpoints ---------------------------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
-        """`accelerator.save_state` into checkpoint-N.tmp, then renamed to checkpoint-N: a run killed mid-save
-        leaves the previous checkpoint intact. Keeps the newest `save_total_limit`."""
+        """Everything a resume needs into checkpoint-N.tmp, then renamed to checkpoint-N: a run killed mid-save
+        leaves the previous checkpoint intact. Keeps the newest `save_total_limit`. No pickle is written that a resume
+        would unpickle: `accelerator.save_state` saves the model (safetensors; sharded, where a plugin shards it) and
+        the optimizer (read back with weights_only=True); its pickled RNG file is replaced by `RNG_STATE`; the teacher,
+        the learning-rate schedule and the loop position are written here (safetensors, JSON)."""
         acc, out = self.accelerator, Path(self.args.output_dir)
         final = out / f"checkpoint-{self.state.global_step}"
         tmp = out / f"checkpoint-{self.state.global_step}.tmp"
@@ -452,12 +506,15 @@ class Data2VecPretrainer:
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
+        (tmp / f"random_states_{acc.process_index}.pkl").unlink(missing_ok=True)  # pickled: ours is safetensors
+        save_rng_state(tmp / RNG_STATE.format(acc.process_index), acc.device)
         acc.wait_for_everyone()
         if acc.is_main_process:
+            self.unwrapped.teacher.save(tmp / TEACHER_WEIGHTS)
             (tmp / TRAINER_STATE).write_text(json.dumps({
-                **self.state.state_dict(), "modality": self.config.modality,
-                "num_parameters": self.unwrapped.num_parameters(), "num_processes": acc.num_processes,
-                "args": dataclasses.asdict(self.args),
+                **self.state.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
+                "modality": self.config.modality, "num_parameters": self.unwrapped.num_parameters(),
+                "num_processes": acc.num_processes, "args": dataclasses.asdict(self.args),
             }, indent=2))
             if final.exists():
                 shutil.rmtree(final)
@@ -475,6 +532,29 @@ class Data2VecPretrainer:
         for _, path in found[: max(len(found) - limit, 0)]:
             shutil.rmtree(path)
 
+    def load_checkpoint(self, path: Path) -> None:
+        """Restores what `save_checkpoint` wrote (after `_check_checkpoint`), unpickling nothing: the model and the
+        optimizer through `accelerator.load_state` (safetensors; `torch.load(weights_only=True)`), the rest here."""
+        acc = self.accelerator
+        state = json.loads((path / TRAINER_STATE).read_text())
+        rng = path / RNG_STATE.format(acc.process_index)
+        try:
+            acc.load_state(str(path))
+            self.unwrapped.teacher.load(path / TEACHER_WEIGHTS)
+            if rng.is_file():
+                load_rng_state(rng, acc.device)
+        except (pickle.UnpicklingError, SafetensorError) as error:  # weights_only refused a file that names code
+            raise ValueError(
+                f"checkpoint {path} holds a file that data2vec-pretrain did not write (refused: {error}). Resume from "
+                f"another checkpoint-N of the run, or start a new --output_dir"
+            ) from error
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.state.load_state_dict({k: int(state[k]) for k in self.state.state_dict()})
+        if not rng.is_file():
+            logger.warning("checkpoint %s has no RNG state for process %d (it was saved by %s processes): dropout "
+                           "and layer drop will not continue as in an uninterrupted run", path, acc.process_index,
+                           state.get("num_processes"))
+
     @property
     def unwrapped(self) -> Data2VecForPreTraining:
         return self.accelerator.unwrap_model(self.model)
@@ -485,93 +565,115 @@ class Data2VecPretrainer:
         """Pretrain to `max_steps` (or stop after `stop_at_step` with the schedule unchanged, e.g. a job with a time
         budget; resume later). Returns the last logged metrics, and the probe's results when it ran."""
         args, acc = self.args, self.accelerator
-        optimizer, fused = self._optimizer(self.model)
-        scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
-                                  num_training_steps=args.max_steps)
-        # the scheduler is stepped here once per optimizer step (accelerate's wrapper would step it per process)
-        self.model, optimizer = acc.prepare(self.model.train(), optimizer)
-        teacher = self.unwrapped.teacher  # built now, on the student's device, so that it can be checkpointed
-        for obj in (teacher, scheduler, self.state):
-            acc.register_for_checkpointing(obj)
+        optimizer, self._fused = self._optimizer(self.model)
+        # stepped here once per optimizer step (accelerate's wrapper would step it per process), saved as JSON
+        self.lr_scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
+                                          num_training_steps=args.max_steps)
+        self.model, self.optimizer = acc.prepare(self.model.train(), optimizer)
         if self.resume_from is not None:
-            acc.load_state(str(self.resume_from))
+            self.load_checkpoint(self.resume_from)
             logger.info("resumed from %s at step %d", self.resume_from, self.state.global_step)
         acc.init_trackers("logs", config=_tracker_config(args))
         try:
-            metrics = self._loop(optimizer, scheduler, fused, min(args.max_steps, stop_at_step or args.max_steps))
+            metrics = self._loop(min(args.max_steps, stop_at_step or args.max_steps))
             if self.state.global_step >= args.max_steps:
                 metrics.update(self.finish())
         finally:
             acc.end_training()
         return metrics
 
-    def _loop(self, optimizer, scheduler, fused: bool, end: int) -> dict:
-        args, acc, device = self.args, self.accelerator, self.accelerator.device
-        accumulate = args.gradient_accumulation_steps
+    def _loop(self, end: int) -> dict:
+        args, acc = self.args, self.accelerator
         batches = iter(self.dataloader(self.state.micro_batches))
-        sums = torch.zeros(6, device=device)  # loss, target_var, pred_var, masked_fraction, grad_norm, micro-batches
-        bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first step with a NaN/inf loss or gradient
-        bad_count = torch.zeros((), dtype=torch.long, device=device)
-        samples = tokens = 0
+        input_name = MODALITY_INPUT[self.config.modality]
+        tallies = {
+            "sums": torch.zeros(len(SUMS), device=acc.device),  # SUMS, since the last logging step
+            # the first step whose loss or gradients were NaN / inf (-1: none yet), and how many there were
+            "bad_step": torch.full((), -1, dtype=torch.long, device=acc.device),
+            "bad_count": torch.zeros((), dtype=torch.long, device=acc.device),
+        }
+        samples = 0
         clock, metrics = time.perf_counter(), {}
         progress = _progress(acc, args, self.state.global_step)
         while self.state.global_step < end:
             step = self.state.global_step + 1
-            step_loss = torch.zeros((), device=device)
-            for micro in range(accumulate):
-                batch = next(batches)
-                samples += len(batch[MODALITY_INPUT[self.config.modality]]) * acc.num_processes
-                tokens += _count_tokens(self.config, batch) * acc.num_processes
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with acc.no_sync(self.model) if micro < accumulate - 1 else contextlib.nullcontext():
-                    out = self.model(**batch, check_inputs=False)
-                    acc.backward(out.loss / accumulate)
-                step_loss += out.loss.detach() / accumulate
-                sums += torch.stack([out.loss.detach(), out.target_var, out.pred_var, out.masked_fraction,
-                                     torch.zeros((), device=device), torch.ones((), device=device)])
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm or float("inf"))
-            finite = torch.isfinite(step_loss) & torch.isfinite(grad_norm)
-            sums[4] += torch.where(finite, grad_norm, 0.0) * accumulate  # averaged over micro-batches below
-            # fp16 gradients overflow now and then by design (the scaler skips those steps): only the loss counts
-            bad = ~torch.isfinite(step_loss) if args.mixed_precision == "fp16" else ~finite
-            bad_step = torch.where((bad_step < 0) & bad, step, bad_step)
-            bad_count += bad
-            if fused:  # skip on the device: a fused AdamW reads `found_inf` (GradScaler's mechanism)
-                optimizer.optimizer.found_inf = (~finite).float()
-                optimizer.step()
-            elif bool(finite):  # no fused AdamW for this device: one host check per step
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            decay = self.unwrapped.update_teacher(skip=~finite)  # after the optimizer step, once per step
+            micro_batches = [next(batches) for _ in range(args.gradient_accumulation_steps)]
+            samples += sum(len(batch[input_name]) for batch in micro_batches) * acc.num_processes
+            decay = self._train_step(micro_batches, step, tallies)
             self.state.global_step = step
-            self.state.micro_batches += accumulate
+            self.state.micro_batches += len(micro_batches)
             progress.update(1)
             if step % args.logging_steps == 0 or step == end:
                 elapsed, clock = time.perf_counter() - clock, time.perf_counter()
-                metrics = self._log(sums, bad_step, bad_count, samples / elapsed, tokens / elapsed,
-                                    scheduler.get_last_lr()[0], decay, step)
+                metrics = self._log(tallies, samples / elapsed, elapsed, self.lr_scheduler.get_last_lr()[0], decay,
+                                    step)
                 progress.set_postfix(loss=f"{metrics['loss']:.4f}", target_var=f"{metrics['target_var']:.3f}")
-                sums.zero_()
-                samples = tokens = 0
+                tallies["sums"].zero_()
+                samples = 0
             if step % args.save_steps == 0 or step == end:
                 self.save_checkpoint()
         progress.close()
         return metrics
 
-    def _log(self, sums, bad_step, bad_count, samples_per_s, tokens_per_s, lr, decay, step) -> dict:
+    def _train_step(self, micro_batches: list[dict], step: int, tallies: dict[str, torch.Tensor]) -> float:
+        """Optimizer step number `step` on this process's `micro_batches` (host tensors): forward and backward of each
+        (DDP syncs the gradients on the last), clip, AdamW, learning-rate step, EMA teacher step; returns the decay.
+
+        Nothing here reads a device value back to the host: the loss, variances, token counts and gradient norm are
+        added to `tallies["sums"]`, and a step whose loss or gradients are not finite is skipped on the device (AdamW's
+        `found_inf`, the teacher's `skip`) and recorded in `tallies["bad_step"]` / `["bad_count"]`."""
+        args, acc, device = self.args, self.accelerator, self.accelerator.device
+        accumulate, sums = len(micro_batches), tallies["sums"]
+        zero, one = torch.zeros((), device=device), torch.ones((), device=device)
+        step_loss = torch.zeros((), device=device)
+        for micro, batch in enumerate(micro_batches):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with acc.no_sync(self.model) if micro < accumulate - 1 else contextlib.nullcontext():
+                out = self.model(**batch, check_inputs=False)
+                acc.backward(out.loss / accumulate)
+            loss = out.loss.detach()
+            step_loss += loss / accumulate
+            # a micro-batch that masks nothing has no spread of targets / predictions to average in (its ~0 would
+            # read as collapse): counted apart
+            masked = out.num_masked > 0
+            sums[:PER_MICRO_BATCH] += torch.stack([
+                loss, torch.where(masked, out.target_var, zero), torch.where(masked, out.pred_var, zero),
+                out.masked_fraction.float(), one, masked.float(), _count_tokens(self.config, batch),
+            ])
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm or float("inf"))
+        finite = torch.isfinite(step_loss) & torch.isfinite(grad_norm)
+        sums[PER_MICRO_BATCH:] += torch.stack([torch.where(finite, grad_norm, zero), finite.float()])
+        # fp16 gradients overflow now and then by design (the scaler skips those steps): only the loss counts
+        bad = ~torch.isfinite(step_loss) if args.mixed_precision == "fp16" else ~finite
+        tallies["bad_step"].copy_(torch.where((tallies["bad_step"] < 0) & bad, step, tallies["bad_step"]))
+        tallies["bad_count"] += bad
+        if self._fused:  # skip on the device: a fused AdamW reads `found_inf` (GradScaler's mechanism)
+            self.optimizer.optimizer.found_inf = (~finite).float()
+            self.optimizer.step()
+        elif bool(finite):  # only where the device has no fused AdamW: one host check per step
+            self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.unwrapped.update_teacher(skip=~finite)  # after the optimizer step, once per step
+
+    def _log(self, tallies, samples_per_s, elapsed, lr, decay, step) -> dict:
         """Averages the interval's sums over processes (the interval's one host sync), logs them, and runs the
         non-finite and collapse checks."""
         acc, args = self.accelerator, self.args
-        values = acc.reduce(sums.clone(), reduction="mean").tolist()
-        flags = acc.gather(torch.stack([bad_step, bad_count])[None]).view(-1, 2)
+        sums = dict(zip(SUMS, acc.reduce(tallies["sums"].clone(), reduction="mean").tolist()))
+        flags = acc.gather(torch.stack([tallies["bad_step"], tallies["bad_count"]])[None]).view(-1, 2)
         n_bad = int(flags[:, 1].max())
         first_bad = int(flags[:, 0].max())
-        n = max(values[5], 1)
+        n, n_masked = max(sums["micro_batches"], 1), sums["masked_micro_batches"]
         metrics = {
-            "loss": values[0] / n, "target_var": values[1] / n, "pred_var": values[2] / n,
-            "masked_fraction": values[3] / n, "grad_norm": values[4] / n, "lr": lr,
-            "ema_decay": decay, "samples_per_second": samples_per_s, "tokens_per_second": tokens_per_s,
+            "loss": sums["loss"] / n,
+            # no micro-batch masked anything: no spread was measured
+            "target_var": sums["target_var"] / n_masked if n_masked else float("nan"),
+            "pred_var": sums["pred_var"] / n_masked if n_masked else float("nan"),
+            "masked_fraction": sums["masked_fraction"] / n,
+            "grad_norm": sums["grad_norm"] / max(sums["finite_steps"], 1),  # over the steps that were applied
+            "lr": lr, "ema_decay": decay, "samples_per_second": samples_per_s,
+            "tokens_per_second": sums["tokens"] * acc.num_processes / elapsed,  # the mean over processes, times them
             "nonfinite_steps": n_bad,
         }
         acc.log(metrics, step=step)
@@ -585,7 +687,7 @@ class Data2VecPretrainer:
                 f"and teacher are intact). Lower --learning_rate, raise --warmup_steps, use --mixed_precision bf16 "
                 f"instead of fp16, check the data for extreme values, or pass --skip_nonfinite to skip such steps."
             )
-        if step >= args.collapse_check_after:
+        if step >= args.collapse_check_after and n_masked:
             self.unwrapped.check_collapse(metrics["target_var"], metrics["pred_var"])
         return metrics
 
@@ -677,13 +779,51 @@ class Data2VecPretrainer:
         return repo_id
 
 
-def _count_tokens(config: Data2VecConfig, batch: dict) -> int:
-    """Positions the student encodes in a (CPU) batch: text tokens, image patches, audio frames."""
+def _count_tokens(config: Data2VecConfig, batch: dict) -> torch.Tensor:
+    """Positions the student encodes in a batch (text tokens, image patches, audio frames): a float on the batch's
+    device, summed there (reading it would be a host sync)."""
     if config.modality == "text":
-        return int(batch["attention_mask"].sum())
-    if config.modality == "vision":
-        return int(batch["bool_masked_pos"].numel())
-    return int(batch["mask_time_indices"].numel())
+        return batch["attention_mask"].sum().float()
+    mask = batch["bool_masked_pos" if config.modality == "vision" else "mask_time_indices"]
+    return torch.full((), float(mask.numel()), device=mask.device)
+
+
+def save_rng_state(path: Path, device: torch.device) -> None:
+    """This process's RNG states (Python, NumPy, torch CPU and `device`'s, where it has one) as a safetensors file."""
+    version, python_state, gauss = random.getstate()
+    kind, numpy_keys, position, has_gauss, cached = np.random.get_state()
+    tensors = {"python": torch.tensor(python_state, dtype=torch.int64),
+               "numpy": torch.from_numpy(numpy_keys.astype(np.int64)), "torch": torch.get_rng_state()}
+    accelerator = _accelerator_rng(device)
+    for i, state in enumerate(accelerator.get_rng_state_all() if accelerator else []):
+        tensors[f"{device.type}.{i}"] = state
+    save_file(tensors, str(path), metadata={
+        "python": json.dumps([version, gauss]), "numpy": json.dumps([kind, int(position), int(has_gauss), cached]),
+    })
+
+
+def load_rng_state(path: Path, device: torch.device) -> None:
+    """Sets the RNG states that `save_rng_state` wrote."""
+    with safe_open(str(path), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    version, gauss = json.loads(metadata["python"])
+    random.setstate((version, tuple(tensors["python"].tolist()), gauss))
+    kind, position, has_gauss, cached = json.loads(metadata["numpy"])
+    np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+    accelerator = _accelerator_rng(device)
+    states = [tensors[k] for k in sorted((k for k in tensors if k.startswith(f"{device.type}.")),
+                                         key=lambda k: int(k.split(".")[1]))]
+    if accelerator and states:
+        accelerator.set_rng_state_all(states)
+
+
+def _accelerator_rng(device: torch.device):
+    """The torch module holding `device`'s RNG states (torch.cuda, torch.xpu, ...), None on the CPU."""
+    if device.type == "cpu":
+        return None
+    module = torch.get_device_module(device)
+    return module if hasattr(module, "get_rng_state_all") else None
 
 
 def _tracker_config(args: PretrainingArguments) -> dict:

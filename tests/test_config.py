@@ -24,9 +24,15 @@ def test_modality_defaults_are_data2vec_base():
         10, "layer", 4.0, 1.0)
     assert (text.head_layers, text.mask_prob, text.mask_length) == (2, 0.35, 4)
 
+    assert audio.loss_reduction == text.loss_reduction == "channel_sum"
+
+    # data2vec_vision's ViT-B command (beit/README.md): --layer_scale_init_value 1e-4 --drop_path 0.25
+    # --attn_drop_rate 0.05 --l1_beta 2.0 --loss_scale -1 (a smooth L1 averaged over positions and channels)
     vision = d2v.Data2VecConfig(modality="vision")
     assert (vision.layer_norm_position, vision.layer_scale_init_value, vision.relative_position_bias) == (
-        "pre", 0.1, "shared")
+        "pre", 1e-4, "shared")
+    assert (vision.drop_path_rate, vision.attention_probs_dropout_prob, vision.hidden_dropout_prob) == (0.25, 0.05, 0)
+    assert (vision.loss_reduction, vision.target_loss_scale) == ("mean", 1.0)
     assert (vision.average_top_k_layers, vision.target_layer_output, vision.target_final_norm) == (6, "block", "layer")
     assert (vision.loss_beta, vision.head_layers, vision.ema_decay) == (2.0, 1, 0.9998)
     assert round(vision.mask_prob * 196) == 120  # data2vec masks 120 of 196 patches at 224/16
@@ -54,10 +60,37 @@ def test_overrides_and_round_trip(tmp_path):
         (dict(modality="vision", target_layer_norm="batch"), "target_layer_norm must be one of"),
         (dict(modality="vision", hidden_size=30, num_attention_heads=4), "multiple of num_attention_heads"),
         (dict(modality="vision", image_size=30, patch_size=16), "multiple of patch_size"),
-        (dict(modality="text", num_hidden_layers=4), "average_top_k_layers must be in"),
+        (dict(modality="text", num_hidden_layers=4, average_top_k_layers=6), "average_top_k_layers must be in"),
+        (dict(modality="vision", average_top_k_layers=0), "average_top_k_layers must be in"),
+        (dict(modality="audio", loss_reduction="sum"), "loss_reduction must be one of"),
         (dict(modality="text", head_layers=3), "head_layers must be 1 or 2"),
     ],
 )
 def test_invalid_configs_name_the_fix(kwargs, message):
     with pytest.raises(Exception, match=message):
         d2v.Data2VecConfig(**kwargs)
+
+
+@pytest.mark.parametrize("modality, layers, k", [
+    ("vision", 12, 6), ("vision", 2, 1), ("vision", 3, 2), ("vision", 24, 6), ("vision", 1, 1),
+    ("text", 12, 10), ("text", 4, 3), ("text", 2, 2), ("text", 24, 10), ("audio", 12, 8), ("audio", 4, 3),
+    ("audio", 1, 1),
+])
+def test_default_top_k_follows_the_depth(modality, layers, k, tmp_path):
+    """An encoder without an explicit average_top_k_layers gets the base K from 12 layers up (data2vec_vision's ViT-L:
+    top 6 of 24) and the same share of its layers below (round(K_base * layers / 12), at least 1), so shrinking a
+    model needs no pretraining knowledge."""
+    config = d2v.Data2VecConfig(modality=modality, num_hidden_layers=layers, hidden_size=32, num_attention_heads=4,
+                                intermediate_size=64, num_conv_pos_embedding_groups=4)
+    assert config.average_top_k_layers == k == d2v.configuration_data2vec.default_top_k(modality, layers)
+    config.save_pretrained(tmp_path)  # the derived value is written out and read back as given
+    assert AutoConfig.from_pretrained(tmp_path).average_top_k_layers == k
+
+
+def test_a_two_layer_vision_model_builds_for_fine_tuning_and_pretraining():
+    config = d2v.Data2VecConfig(modality="vision", num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                intermediate_size=64, image_size=32, patch_size=8)
+    assert config.average_top_k_layers == 1
+    model = d2v.Data2VecForPreTraining(config)
+    assert len(model.data2vec.encoder.layers) == 2
+    assert d2v.Data2VecForImageClassification(config).config.num_hidden_layers == 2

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from conftest import tiny_config, tiny_examples
 
 import modeling_data2vec_unified as d2v
@@ -41,19 +42,46 @@ def test_decay_one_skips_the_update_but_counts_it():
     assert teacher.num_updates == 1
 
 
-def test_teacher_is_frozen_fp32_eval_and_its_count_travels_in_state_dict():
+def bf16_pair():
+    """A bf16 source and a bf16 student with other weights (a teacher that moves towards it changes)."""
+    torch.manual_seed(0)
     src = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5)).to(torch.bfloat16)
+    student = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5)).to(torch.bfloat16)
+    return src, student
+
+
+def test_teacher_is_frozen_fp32_eval_and_its_count_travels_in_state_dict():
+    src, student = bf16_pair()
     teacher = EMATeacher(src, 0.9, 0.99, 10)
     teacher.train()
     assert not teacher.training and not teacher.model.training and not teacher.model[1].training
     assert all(p.dtype == torch.float32 and not p.requires_grad for p in teacher.parameters())
-    teacher.update(src)  # a bf16 student is averaged into the fp32 teacher
-    teacher.update(src)
-    state = teacher.state_dict()
-    other = EMATeacher(src, 0.9, 0.99, 10)
-    other.load_state_dict(state)
-    assert other.num_updates == 2 and other.decay == teacher.decay
+    teacher.update(student)  # a bf16 student is averaged into the fp32 teacher
+    teacher.update(student)
+    other = EMATeacher(src, 0.9, 0.99, 10)  # a fresh copy of src: other weights, count 0
+    assert not any(torch.equal(a, b) for a, b in zip(teacher.parameters(), other.parameters()))
+    other.load_state_dict(teacher.state_dict())
+    assert other.num_updates == 2 and other.decay == teacher.decay == ema_decay_at(2, 0.9, 0.99, 10)
     assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), other.parameters()))
+
+
+def test_teacher_saves_and_loads_weights_and_count_as_safetensors(tmp_path):
+    src, student = bf16_pair()
+    teacher = EMATeacher(src, 0.9, 0.99, 10)
+    for _ in range(3):
+        teacher.update(student)
+    teacher.save(tmp_path / "teacher.safetensors")
+    other = EMATeacher(src, 0.9, 0.99, 10)
+    assert not any(torch.equal(a, b) for a, b in zip(teacher.parameters(), other.parameters()))
+    other.load(tmp_path / "teacher.safetensors")
+    assert other.num_updates == 3
+    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), other.parameters()))
+    # and the loaded teacher continues as the saved one would
+    assert other.update(student) == teacher.update(student)
+    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), other.parameters()))
+    save_file({"0.weight": torch.zeros(3, 3), "0.bias": torch.zeros(3)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="not a teacher saved by EMATeacher.save"):
+        other.load(tmp_path / "plain.safetensors")
 
 
 def test_model_teacher_drifts_as_expected_over_training_steps(modality):
@@ -95,3 +123,27 @@ def test_skip_tensor_leaves_the_teacher_unchanged_on_the_device():
     teacher.update(student, skip=torch.tensor(False))
     for p, b, s in zip(teacher.parameters(), before, student.parameters()):
         torch.testing.assert_close(p, 0.5 * b + 0.5 * s.detach())
+
+
+def test_update_with_a_skip_tensor_reads_nothing_back_to_the_host():
+    """`skip` stays on the device: no `.item()` (aten._local_scalar_dense) in the update, one foreach call."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    src, student = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    teacher = EMATeacher(src, 0.5, 0.5, 0)
+    teacher.update(student, skip=torch.tensor(False))  # builds the parameter lists
+    for skip in (torch.tensor(False), torch.tensor(True)):
+        with Ops() as seen:
+            teacher.update(student, skip=skip)
+        assert "aten._local_scalar_dense.default" not in seen.ops, seen.ops
+        assert seen.ops.count("aten._foreach_lerp_.List") == 1, seen.ops

@@ -115,7 +115,11 @@ def test_trainer_text_classification_and_token_classification(tmp_path):
                       compute_metrics=metrics.token_accuracy)
     trainer.train()
     result = trainer.evaluate()
-    assert 0.0 <= result["eval_accuracy"] <= 1.0 and np.isfinite(result["eval_loss"])
+    # the metric, recomputed independently from the model's own predictions: labelled tokens only
+    predicted = trainer.predict(rows).predictions.argmax(-1)
+    labelled = token_labels != -100
+    assert result["eval_accuracy"] == pytest.approx((predicted == token_labels)[labelled].mean())
+    assert np.isfinite(result["eval_loss"])
 
 
 def test_trainer_ctc_with_a_wav2vec2_tokenizer_and_wer(tmp_path):
@@ -151,4 +155,19 @@ def test_trainer_ctc_with_a_wav2vec2_tokenizer_and_wer(tmp_path):
                       compute_metrics=metrics.wer(tokenizer))
     trainer.train()
     result = trainer.evaluate()
-    assert np.isfinite(result["eval_loss"]) and result["eval_wer"] >= 0.0
+    assert np.isfinite(result["eval_loss"])
+    # WER recomputed independently: greedy CTC decoding of the model's logits, word edit distance written out
+    logits = trainer.predict(rows[:8]).predictions
+    hypotheses = tokenizer.batch_decode(logits.argmax(-1))
+    references = [words[i % 4] for i in range(8)]
+
+    def edit_distance(a, b):
+        row = list(range(len(b) + 1))
+        for i, x in enumerate(a, 1):
+            row, prev = [i], row
+            for j, y in enumerate(b, 1):
+                row.append(min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (x != y)))
+        return row[-1]
+
+    errors = sum(edit_distance(h.split(), r.split()) for h, r in zip(hypotheses, references))
+    assert result["eval_wer"] == pytest.approx(errors / sum(len(r.split()) for r in references))

@@ -216,3 +216,26 @@ def test_random_affine_is_identity_at_zero_and_moves_pixels_otherwise():
     collator = d2v.DataCollatorForData2VecPretraining(tiny_config("vision"), image_augment="affine")
     out = collator(tiny_examples("vision"))
     assert not torch.allclose(out["pixel_values"], torch.stack([e["pixel_values"] for e in tiny_examples("vision")]))
+
+
+def test_short_padded_clips_do_not_empty_the_batch_mask():
+    """One 1-frame and one 2-frame clip padded into a batch of long clips: they are masked on their own and left
+    out of the equal-count minimum, so the long rows still mask about half their frames, the same count each."""
+    config = tiny_config("audio")  # mask_prob 0.65, spans of 10: about half the frames
+    field = config.receptive_field
+    lengths = [3000, 3600, field, field + config.inputs_to_logits_ratio, 3300]
+    examples = [{"input_values": torch.randn(n, generator=torch.Generator().manual_seed(n))} for n in lengths]
+    collator = d2v.DataCollatorForData2VecPretraining(config, audio_crop="pad", seed=0)
+    frames = [config.num_audio_frames(n) for n in lengths]
+    assert frames[2:4] == [1, 2]
+    for _ in range(20):
+        mask = collator(examples)["mask_time_indices"].numpy()
+        counts = mask.sum(1)
+        long_rows = [0, 1, 4]
+        assert len({counts[i] for i in long_rows}) == 1  # equal across the long rows
+        assert 0.3 < counts[0] / min(frames[i] for i in long_rows) < 0.75
+        assert counts[2] == 0 and counts[3] <= 1
+        assert all(not mask[i, n:].any() for i, n in enumerate(frames))
+    # every row short: the equal count is taken over the rows that can hold a mask (2 frames or more)
+    only_short = time_span_mask([9, 3, 1], 9, 0.65, 10, np.random.default_rng(0)).sum(1)
+    assert only_short[0] == only_short[1] >= 1 and only_short[2] == 0

@@ -91,20 +91,33 @@ def test_targets_match_teacher_layers_and_the_unmasked_student_at_step_zero(moda
     torch.testing.assert_close(out.targets[real].double(), want[real], atol=1e-5, rtol=1e-5)
 
 
-def test_loss_is_the_closed_form_over_masked_real_positions(modality):
-    model, batch = setup(modality)
+@pytest.mark.parametrize("reduction", ["default", "channel_sum", "mean"])
+def test_loss_is_the_closed_form_over_masked_real_positions(modality, reduction):
+    overrides = {} if reduction == "default" else {"loss_reduction": reduction}
+    model, batch = setup(modality, **overrides)
     model.eval()
     out = model(**batch)
     c = model.config
+    if reduction == "default":  # each modality's recipe: fairseq data2vec (text, audio), data2vec_vision (vision)
+        assert c.loss_reduction == {"text": "channel_sum", "audio": "channel_sum", "vision": "mean"}[modality]
     p, y, m = out.predictions.double(), out.targets.double(), out.mask
     d = (p - y).abs()
     if c.loss_beta == 0:
-        per = (d**2).sum(-1)
+        elementwise = d**2
     else:
-        per = torch.where(d < c.loss_beta, 0.5 * d**2 / c.loss_beta, d - 0.5 * c.loss_beta).sum(-1)
-    scale = c.loss_scale if c.loss_scale is not None else 1 / math.sqrt(c.hidden_size)
+        elementwise = torch.where(d < c.loss_beta, 0.5 * d**2 / c.loss_beta, d - 0.5 * c.loss_beta)
     assert out.num_masked == m.sum() > 0
-    torch.testing.assert_close(out.loss.double(), per[m].mean() * scale, atol=1e-6, rtol=1e-5)
+    if c.loss_reduction == "channel_sum":
+        # fairseq data2vec: loss.sum(-1) per position, x loss_scale (default 1/sqrt(D)), / number of masked positions
+        scale = c.loss_scale if c.loss_scale is not None else 1 / math.sqrt(c.hidden_size)
+        want = elementwise.sum(-1)[m].sum() * scale / m.sum()
+    else:
+        # data2vec_vision engine_for_cyclical.py: F.smooth_l1_loss(outputs, targets, beta) over the masked positions'
+        # vectors, i.e. a mean over positions and channels; --loss_scale -1: no scale
+        want = elementwise[m].mean() * (c.loss_scale if c.loss_scale is not None else 1.0)
+        if c.loss_beta > 0:
+            torch.testing.assert_close(out.loss.double(), F.smooth_l1_loss(p[m], y[m], beta=c.loss_beta))
+    torch.testing.assert_close(out.loss.double(), want, atol=1e-6, rtol=1e-5)
     # changing predictions where nothing is masked does not change the loss
     moved = torch.where(m[..., None], out.predictions, out.predictions + 100.0)
     loss, _ = model.forward_loss(moved, out.targets, m)
@@ -303,3 +316,109 @@ def test_pretraining_starts_from_a_plain_model_checkpoint_of_ours(tmp_path):
 def _saved_audio(path):
     d2v.Data2VecForPreTraining(tiny_config("audio")).save_pretrained(path)
     return path
+
+
+def _masked_samples(batch, modality, config, mask):
+    """The input positions under `mask` (B, P): what the student must not see."""
+    if modality == "vision":
+        p = config.patch_size
+        h, w = (s // p for s in batch["pixel_values"].shape[-2:])
+        grid = mask.reshape(len(mask), 1, h, w)
+        return grid.repeat_interleave(p, 2).repeat_interleave(p, 3).expand_as(batch["pixel_values"])
+    if modality == "text":
+        return mask
+    ratio = config.inputs_to_logits_ratio  # kernel == stride: frame f is made of samples [f * ratio, (f+1) * ratio)
+    samples = mask.repeat_interleave(ratio, 1)
+    out = torch.zeros_like(batch["input_values"], dtype=torch.bool)
+    out[:, : samples.shape[1]] = samples
+    return out
+
+
+@pytest.mark.parametrize("modality, text_view", [("text", "collated"), ("text", "model"), ("vision", None),
+                                                  ("audio", None)])
+def test_the_student_is_blind_at_masked_positions(modality, text_view):
+    """Changing only the masked content of the input changes the teacher's targets but not one prediction."""
+    # audio: conv kernels equal to their strides, so a frame's features come from its own samples only
+    overrides = dict(conv_kernel=[5, 2, 2], conv_stride=[5, 2, 2]) if modality == "audio" else {}
+    model, batch = setup(modality, **overrides)
+    if text_view == "model":  # no student view in the batch: the model puts <mask> at the masked tokens
+        batch.pop("masked_input_ids")
+    model.eval()
+    key = {"text": "input_ids", "vision": "pixel_values", "audio": "input_values"}[modality]
+    mask = batch["mask_time_indices" if modality == "audio" else "bool_masked_pos"].bool()
+    hidden = _masked_samples(batch, modality, model.config, mask.reshape(len(mask), -1))
+    g = torch.Generator().manual_seed(5)
+    if modality == "text":
+        other = torch.randint(3, model.config.vocab_size - 1, batch[key].shape, generator=g)
+    else:
+        other = torch.randn(batch[key].shape, generator=g) * 3
+    changed = {**batch, key: torch.where(hidden, other, batch[key])}
+    with torch.no_grad():
+        out, out2 = model(**batch), model(**changed)
+    m = out.mask
+    assert not torch.allclose(out2.targets[m], out.targets[m], atol=1e-3)  # the change is real: the teacher saw it
+    torch.testing.assert_close(out2.predictions, out.predictions, atol=1e-6, rtol=1e-6)
+
+
+def test_instance_norm_is_over_time_in_both_branches():
+    """Instance-normed targets: per example and channel, over the time (position) axis, with statistics from the real
+    positions only where padding is given; the no-padding branch (audio crops, images) is the same formula."""
+    from modeling_data2vec_unified.modeling_data2vec import normalize_targets
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 9, 5, generator=g) * torch.rand(1, 1, 5, generator=g) * 4 + torch.randn(3, 1, 5, generator=g)
+    x = x.double()
+
+    def over_time(v):  # written out: mean and biased variance along dim 1
+        mean = v.mean(1, keepdim=True)
+        return (v - mean) / torch.sqrt(((v - mean) ** 2).mean(1, keepdim=True) + 1e-5)
+
+    torch.testing.assert_close(normalize_targets(x, "instance"), over_time(x))
+    torch.testing.assert_close(normalize_targets(x, "instance", torch.ones(3, 9, dtype=torch.bool)), over_time(x))
+    real = torch.arange(9)[None, :] < torch.tensor([9, 6, 4])[:, None]
+    padded = normalize_targets(x, "instance", real)
+    for i, n in enumerate((9, 6, 4)):
+        torch.testing.assert_close(padded[i, :n], over_time(x[i : i + 1, :n])[0])
+    torch.testing.assert_close(normalize_targets(x, "layer"),
+                               (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True)
+                                                                           + 1e-5))
+
+
+@pytest.mark.parametrize("modality", ["vision", "audio"])
+def test_instance_normed_targets_without_padding(modality):
+    """The model's targets in the no-padding branch (images; audio cropped to the shortest clip) against the written
+    out recipe: top K teacher layers, each instance-normed over time, averaged."""
+    config = tiny_config(modality, layerdrop=0.0, target_layer_norm="instance", target_final_norm="none",
+                         target_layer_output="ffn")
+    torch.manual_seed(0)
+    model = d2v.Data2VecForPreTraining(config).eval()
+    batch = d2v.DataCollatorForData2VecPretraining(config, seed=0, audio_crop="shortest")(tiny_examples(modality))
+    assert "attention_mask" not in batch
+    ffn, _, _, handles = record_layer_outputs(model.teacher.model, modality)
+    with torch.no_grad():
+        out = model(**batch)
+    for h in handles:
+        h.remove()
+    prefix = 1 if modality == "vision" else 0
+    real = torch.ones(out.targets.shape[:2], dtype=torch.bool)
+    want = expected_targets([y[:, prefix:] for y in ffn], config, real)
+    torch.testing.assert_close(out.targets.double(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_collapse_check_reads_each_variance_against_its_own_threshold():
+    model, batch = setup("vision")
+    c = model.config
+    assert (c.min_target_var, c.min_pred_var) == (0.1, 0.01)
+    model.check_collapse(1.0, 0.05)  # predictions vary less than targets must, more than predictions must: healthy
+    with pytest.raises(d2v.Data2VecCollapseError, match=r"pred_var 0\.005 < min_pred_var 0\.01") as error:
+        model.check_collapse(1.0, 0.005)
+    assert "target_var" not in str(error.value).split("(")[1].split(")")[0]
+    with pytest.raises(d2v.Data2VecCollapseError, match=r"target_var 0\.05 < min_target_var 0\.1"):
+        model.check_collapse(0.05, 1.0)
+    # a real output: a regression head that maps everything to one vector collapses the predictions only
+    with torch.no_grad():
+        model.regression_head.proj.weight.zero_()
+    out = model(**batch)
+    assert out.target_var > c.min_target_var and out.pred_var < c.min_pred_var
+    with pytest.raises(d2v.Data2VecCollapseError, match="pred_var .* < min_pred_var"):
+        model.check_collapse(out.target_var, out.pred_var)

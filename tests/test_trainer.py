@@ -2,15 +2,18 @@
 the Hub upload. Tiny configs and in-memory data; the CLI on built-in data is in test_trainer_cli.py."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForPreTraining
 
 import modeling_data2vec_unified as d2v
 from modeling_data2vec_unified.data import PretrainingData, ProbeData
+from modeling_data2vec_unified.probe import linear_probe
 from modeling_data2vec_unified.trainer import (
     Data2VecPretrainer,
     EpochBatchSampler,
@@ -49,9 +52,10 @@ def make_trainer(tmp_path, modality="vision", config=None, data=None, **override
 
 
 def weights(trainer) -> dict[str, torch.Tensor]:
+    """Student and teacher weights, copied to the CPU."""
     model = trainer.unwrapped
-    out = {f"student.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    out.update({f"teacher.{k}": v.detach().clone() for k, v in model.teacher.state_dict().items()
+    out = {f"student.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    out.update({f"teacher.{k}": v.detach().cpu().clone() for k, v in model.teacher.state_dict().items()
                 if isinstance(v, torch.Tensor)})
     return out
 
@@ -167,8 +171,31 @@ def test_collapse_stops_the_run(tmp_path):
     assert t.state.global_step == 2
 
 
+def record_outputs(trainer) -> list[dict]:
+    """Every forward's loss, spreads, masked fraction and geometry, and every step's gradient norm, as the loop saw
+    them (read after the fact: the recorder may sync, the loop does not)."""
+    record, forward, clip = [], trainer.model.forward, trainer.accelerator.clip_grad_norm_
+
+    def recording_forward(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        mask = kwargs.get("mask_time_indices", kwargs.get("bool_masked_pos"))
+        record.append({"loss": out.loss.item(), "target_var": out.target_var.item(), "pred_var": out.pred_var.item(),
+                       "masked_fraction": out.masked_fraction.item(), "positions": mask.numel(),
+                       "examples": len(mask)})
+        return out
+
+    def recording_clip(*args, **kwargs):
+        norm = clip(*args, **kwargs)
+        record[-1]["grad_norm"] = norm.item()
+        return norm
+
+    trainer.model.forward, trainer.accelerator.clip_grad_norm_ = recording_forward, recording_clip
+    return record
+
+
 def test_result_loads_with_auto_classes_and_logs(tmp_path):
     t = make_trainer(tmp_path, "audio", max_steps=3, report_to="tensorboard", probe=True)
+    record = record_outputs(t)
     metrics = t.train()
     assert AutoModel.from_pretrained(tmp_path).__class__ is d2v.Data2VecAudioModel
     pretraining = AutoModelForPreTraining.from_pretrained(tmp_path)
@@ -176,23 +203,60 @@ def test_result_loads_with_auto_classes_and_logs(tmp_path):
     for k, v in t.unwrapped.state_dict().items():
         assert torch.equal(saved[k], v), k
     assert pretraining.__class__ is d2v.Data2VecForPreTraining
-    assert set(json.loads((tmp_path / "probe.json").read_text())) >= {"pretrained", "random_init", "raw_inputs"}
-    assert 0.0 <= metrics["probe_pretrained"] <= 1.0
-    for key in ("loss", "lr", "ema_decay", "target_var", "pred_var", "masked_fraction", "samples_per_second",
-                "tokens_per_second", "grad_norm"):
-        assert key in metrics and metrics[key] == metrics[key], key
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert set(probe) >= {"pretrained", "random_init", "raw_inputs"}
+    # the probe's numbers are those of the saved student and of the run's initial weights, recomputed
+    train, test = t.data.probe.train, t.data.probe.test
+    assert metrics["probe_pretrained"] == probe["pretrained"] == linear_probe(
+        AutoModel.from_pretrained(tmp_path), train, test, top_layers=(2,))[2]
+    set_seed(0)
+    assert metrics["probe_random_init"] == probe["random_init"] == linear_probe(
+        d2v.Data2VecForPreTraining(t.config).data2vec, train, test, top_layers=(2,))[2]
+    # each logged step's metrics, recomputed from what the step's forward (one micro-batch) and clip returned
+    config, history = t.config, t.log_history
+    assert [h["step"] for h in history] == [1, 2, 3] and len(record) == 3
+    assert {k: v for k, v in history[-1].items() if k != "step"} == {k: metrics[k] for k in history[-1] if k != "step"}
+    for h, seen in zip(history, record):
+        for key in ("loss", "target_var", "pred_var", "masked_fraction", "grad_norm"):
+            assert h[key] == pytest.approx(seen[key], rel=1e-6), (h["step"], key)
+        assert h["lr"] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * h["step"] / 3)), abs=1e-12)  # cosine
+        assert h["ema_decay"] == d2v.ema_decay_at(h["step"] - 1, config.ema_decay, config.ema_end_decay,
+                                                  config.ema_anneal_end_step)
+        # tokens (audio frames) and samples are counted over the same interval: their ratio is frames per clip
+        assert h["tokens_per_second"] / h["samples_per_second"] == pytest.approx(
+            seen["positions"] / seen["examples"], rel=1e-6)
+        assert h["nonfinite_steps"] == 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents.*")).parent)).Reload()
     assert {"loss", "target_var", "grad_norm", "ema_decay"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx([h["loss"] for h in history], rel=1e-6)
 
 
 def test_bf16_keeps_teacher_and_targets_fp32(tmp_path):
     t = make_trainer(tmp_path, "vision", max_steps=2, mixed_precision="bf16")
+    seen, forward, forward_teacher = [], t.model.forward, t.model.forward_teacher
+
+    def recording_teacher(*args, **kwargs):
+        targets = forward_teacher(*args, **kwargs)
+        seen.append({"targets": targets.dtype, "teacher": {p.dtype for p in t.model.teacher.parameters()},
+                     "autocast": torch.is_autocast_enabled(t.accelerator.device.type)})
+        return targets
+
+    def recording_forward(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        seen[-1].update(predictions=out.predictions.dtype, loss=out.loss.dtype)
+        return out
+
+    t.model.forward_teacher, t.model.forward = recording_teacher, recording_forward
     t.train()
+    assert len(seen) == 2
+    for step in seen:  # inside bf16 autocast the student predicts in bf16; targets, teacher and loss stay fp32
+        assert step == {"targets": torch.float32, "teacher": {torch.float32}, "autocast": True,
+                        "predictions": torch.bfloat16, "loss": torch.float32}, step
     assert all(p.dtype == torch.float32 for p in t.unwrapped.teacher.parameters())
-    assert t.log_history[-1]["loss"] == t.log_history[-1]["loss"]
+    assert math.isfinite(t.log_history[-1]["loss"])
 
 
 def test_push_to_hub_uploads_the_result_only(tmp_path, monkeypatch):

@@ -25,9 +25,7 @@ def test_builtin_vision_run_reports_a_probe(tmp_path):
     metrics = cli(["--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "10", *QUICK])
     probe = json.loads((tmp_path / "probe.json").read_text())
     assert probe["test_examples"] == 297 and probe["train_examples"] == 1500 and probe["steps"] == 20
-    for key in ("pretrained", "random_init", "raw_inputs"):
-        assert 0.1 < probe[key] <= 1.0  # ten classes: every probe beats chance
-    assert metrics["probe_pretrained"] == probe["pretrained"]
+    assert metrics["probe_pretrained"] == probe["pretrained"] and metrics["probe_random_init"] == probe["random_init"]
     model = AutoModel.from_pretrained(tmp_path)
     assert isinstance(model, d2v.Data2VecVisionModel) and model.config.image_size == 16
     assert (tmp_path / "preprocessor_config.json").is_file()
@@ -35,6 +33,18 @@ def test_builtin_vision_run_reports_a_probe(tmp_path):
     assert "| dataset | builtin digits: 1500 images" in card and "| steps | 20 |" in card
     assert f"| linear probe (held out) | pretrained {probe['pretrained']:.1%}" in card
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
+
+
+def test_the_default_run_learns_features_better_than_random_init(tmp_path):
+    """README's main job, exactly as a newcomer runs it (1680 steps on the built-in digits, ~2.5 min on 2 cores).
+    Measured over seeds 0 / 1 / 2 (docs/benchmarks.md): pretrained 96.0 / 96.6 / 96.3%, random init 91.9 / 93.6 /
+    92.6%, a margin of 4.1 / 3.0 / 3.7 points; raw pixels 98.0%. Asserted: the smallest margin less one point (3 of the
+    297 held-out images) for another machine's arithmetic."""
+    cli(["--output_dir", str(tmp_path), "--report_to", "none", "--disable_tqdm", "--logging_steps", "500"])
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["steps"] == 1680
+    assert probe["pretrained"] - probe["random_init"] >= 0.02, probe
+    assert probe["pretrained"] >= 0.94 and probe["raw_inputs"] >= 0.97, probe
 
 
 def test_builtin_text_run_saves_its_tokenizer(tmp_path):
@@ -53,6 +63,21 @@ def test_builtin_audio_run(tmp_path):
     assert isinstance(AutoModel.from_pretrained(tmp_path), d2v.Data2VecAudioModel)
     assert (tmp_path / "preprocessor_config.json").is_file()
     assert metrics["masked_fraction"] > 0.2 and not (tmp_path / "probe.json").exists()
+
+
+@pytest.mark.parametrize("modality, clip, decay, betas, eps", [
+    ("vision", 3.0, 0.05, (0.9, 0.999), 1e-8),  # data2vec_vision's ViT-B command + run_cyclical.py defaults
+    ("text", 5.0, 0.01, (0.9, 0.98), 1e-6),  # fairseq data2vec text base.yaml: clip_norm 5
+    ("audio", 0.0, 0.01, (0.9, 0.98), 1e-6),  # fairseq data2vec audio base_librispeech.yaml: no clip_norm
+])
+def test_optimizer_defaults_follow_each_modality_recipe(modality, clip, decay, betas, eps):
+    args = d2v.PretrainingArguments(modality=modality, model_size="base").resolve()
+    assert (args.max_grad_norm, args.weight_decay, (args.adam_beta1, args.adam_beta2), args.adam_epsilon) == (
+        clip, decay, betas, eps)
+    override = d2v.PretrainingArguments(modality=modality, max_grad_norm=1.5, weight_decay=0.1).resolve()
+    assert (override.max_grad_norm, override.weight_decay) == (1.5, 0.1)  # a flag still wins
+    tiny = d2v.PretrainingArguments(modality=modality).resolve()  # tiny vision keeps the betas it was measured with
+    assert tiny.max_grad_norm == clip and tiny.adam_beta2 == (0.98 if modality == "vision" else betas[1])
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -105,9 +130,9 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     a = load_file(tmp_path / "full" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    teacher = [torch.load(max((tmp_path / run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-                          / "custom_checkpoint_0.pkl", weights_only=False) for run in ("full", "killed")]
-    assert all(torch.equal(teacher[0][k], teacher[1][k]) for k in teacher[0] if isinstance(teacher[0][k], torch.Tensor))
+    teacher = [load_file(max((tmp_path / run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+                         / "teacher.safetensors") for run in ("full", "killed")]
+    assert teacher[0].keys() == teacher[1].keys() and all(torch.equal(teacher[0][k], teacher[1][k]) for k in teacher[0])
 
 
 def test_continued_pretraining_from_transformers_and_from_our_run(tmp_path):

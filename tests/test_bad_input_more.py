@@ -1,0 +1,149 @@
+"""Bad pretraining batches and bad checkpoint paths get a clear error that names the fix: the collator,
+`check_batch` / `Data2VecForPreTraining`, and `from_pretrained`."""
+
+import pytest
+import torch
+
+import modeling_data2vec_unified as d2v
+from modeling_data2vec_unified.conversion import check_local_path, read_state_dict
+
+from conftest import tiny_config, tiny_examples, tiny_transformers_model
+
+MASKS = ("bool_masked_pos", "mask_time_indices", "masked_input_ids")
+
+
+def _setup(modality):
+    config = tiny_config(modality)
+    batch = d2v.DataCollatorForData2VecPretraining(config, audio_crop="pad")(tiny_examples(modality))
+    return d2v.Data2VecForPreTraining(config), batch
+
+
+def _without_mask(batch):
+    return {k: v for k, v in batch.items() if k not in MASKS}
+
+
+# ---- token ids outside the vocabulary --------------------------------------------------------------------------
+
+
+def test_pretraining_refuses_ids_outside_the_vocabulary():
+    model, batch = _setup("text")
+    ids = batch["input_ids"].clone()
+    ids[2, 3] = 500
+    message = r"input_ids holds 500 at example 2, position 3, outside 0..98 \(config.vocab_size = 99\).*tokenizer"
+    with pytest.raises(ValueError, match=message):
+        model(**{**batch, "input_ids": ids})
+    with pytest.raises(ValueError, match=message):  # the mask is drawn by the model
+        model(**_without_mask({**batch, "input_ids": ids}))
+    with pytest.raises(ValueError, match=message):
+        d2v.check_batch(model.config, {**batch, "input_ids": ids})
+    types = r"token_type_ids holds 1 at example 0, position 0.*type_vocab_size = 1.*drop token_type_ids"
+    with pytest.raises(ValueError, match=types):
+        model(**batch, token_type_ids=torch.ones_like(ids))
+    with pytest.raises(ValueError, match=types):
+        d2v.check_batch(model.config, {**batch, "token_type_ids": torch.ones_like(ids)})
+    collator = d2v.DataCollatorForData2VecPretraining(model.config)
+    with pytest.raises(ValueError, match=r"input_ids holds 200 at example 1, position 2.*vocab_size = 99"):
+        collator([{"input_ids": [0, 5, 2]}, {"input_ids": [0, 5, 200, 2]}])
+    with pytest.raises(ValueError, match=r"input_ids holds -100 .*pad input_ids with pad_token_id \(1\)"):
+        collator([{"input_ids": [0, 5, -100, 2]}])
+
+
+# ---- an example that is all padding ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mod", ["text", "audio"])
+def test_pretraining_names_an_example_that_is_all_padding(mod):
+    model, batch = _setup(mod)
+    attention = batch["attention_mask"].clone()
+    attention[1] = 0
+    message = r"example\(s\) \[1\] of the batch are all padding \(attention_mask all 0\).*Drop empty examples"
+    with pytest.raises(ValueError, match=message):
+        model(**{**batch, "attention_mask": attention})
+    with pytest.raises(ValueError, match=message):
+        model(**_without_mask({**batch, "attention_mask": attention}))
+    with pytest.raises(ValueError, match=message):
+        d2v.check_batch(model.config, {**batch, "attention_mask": attention})
+
+
+# ---- an additive float attention mask -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mod", ["text", "audio"])
+@pytest.mark.parametrize("fill", [-1e4, float("-inf")])
+def test_pretraining_refuses_an_additive_attention_mask(mod, fill):
+    model, batch = _setup(mod)
+    additive = torch.where(batch["attention_mask"].bool(), 0.0, fill)  # 0 for tokens, fill for padding
+    message = r"attention_mask holds -(10000|inf); it must be 1 for real tokens and 0 for padding.*\(mask == 0\).long"
+    with pytest.raises(ValueError, match=message):
+        model(**{**batch, "attention_mask": additive})
+    with pytest.raises(ValueError, match=message):
+        model(**_without_mask({**batch, "attention_mask": additive}))
+
+
+def test_additive_mask_without_padding_gets_the_hint():
+    model, batch = _setup("text")
+    zeros = torch.zeros(batch["attention_mask"].shape)  # an additive mask of a batch without padding
+    with pytest.raises(ValueError, match=r"no real tokens.*additive mask.*\(mask == 0\).long"):
+        d2v.check_batch(model.config, {**batch, "attention_mask": zeros})
+
+
+# ---- channels-last images ---------------------------------------------------------------------------------------
+
+
+def test_channels_last_images_are_refused_with_the_permute():
+    config = tiny_config("vision")
+    collator = d2v.DataCollatorForData2VecPretraining(config)
+    images = [{"pixel_values": torch.randn(32, 32, 3)} for _ in range(2)]
+    with pytest.raises(ValueError, match=r"\(32, 32, 3\) look channels-last.*pixel_values.permute\(2, 0, 1\)"):
+        collator(images)
+    batched = torch.randn(2, 32, 32, 3)
+    with pytest.raises(ValueError, match=r"\(2, 32, 32, 3\) look channels-last.*permute\(0, 3, 1, 2\)"):
+        d2v.check_batch(config, {"pixel_values": batched})
+    with pytest.raises(ValueError, match=r"channels-last.*permute\(0, 3, 1, 2\)"):
+        d2v.Data2VecForPreTraining(config)(pixel_values=batched)  # the model draws the mask
+    with pytest.raises(ValueError, match=r"pixel_values must be \(batch, channels, height, width\); got shape"):
+        d2v.check_batch(config, {"pixel_values": torch.randn(3, 32, 32)})
+    collator(tiny_examples("vision"))  # channels first still goes through
+
+
+# ---- from_pretrained: missing folders, unreadable weights -------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["./no/such/dir", "{tmp}/x/y/z"])
+def test_a_missing_local_folder_is_named(path, tmp_path):
+    path = path.format(tmp=tmp_path)
+    message = r"no folder '.*(no/such/dir|x/y/z)'.*check the path"
+    with pytest.raises(FileNotFoundError, match=message):
+        d2v.Data2VecModel.from_pretrained(path)  # the Auto dispatch reads the config first
+    with pytest.raises(FileNotFoundError, match=message):
+        d2v.Data2VecTextModel.from_pretrained(path)
+    with pytest.raises(FileNotFoundError, match=message):
+        d2v.Data2VecTextModel.from_pretrained(path, config=tiny_config("text"))
+
+
+def test_a_hub_id_still_goes_to_the_hub():
+    check_local_path("someone/some-model")  # no local folder, but a Hub id: not refused here
+    with pytest.raises(OSError) as info:
+        d2v.Data2VecModel.from_pretrained("someone/some-model-that-is-not-here", local_files_only=True)
+    assert "no folder" not in str(info.value)
+
+
+def _break(file, how):
+    data = file.read_bytes()
+    file.write_bytes(b"" if how == "empty" else data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated"])
+def test_unreadable_weights_name_the_file(how, tmp_path):
+    d2v.Data2VecModel(tiny_config("text")).save_pretrained(tmp_path / "ours")
+    tiny_transformers_model("text").save_pretrained(tmp_path / "theirs")  # loaded through the conversion
+    for folder in ("ours", "theirs"):
+        weights = tmp_path / folder / "model.safetensors"
+        _break(weights, how)
+        message = rf"{weights} cannot be read .*truncated or corrupt.*save_pretrained.*force_download=True"
+        with pytest.raises(OSError, match=message):
+            d2v.Data2VecModel.from_pretrained(tmp_path / folder)
+        with pytest.raises(OSError, match=message):
+            d2v.Data2VecTextModel.from_pretrained(tmp_path / folder)
+        with pytest.raises(OSError, match=message):
+            read_state_dict(tmp_path / folder)
