@@ -200,7 +200,7 @@ _WB = r"(weight|bias)"
 
 RENAMES: dict[str, list[tuple[str, str]]] = {
     "text": [
-        (rf"embeddings\.(word|position|token_type)_embeddings\.weight", r"embeddings.\1_embeddings.weight"),
+        (r"embeddings\.(word|position|token_type)_embeddings\.weight", r"embeddings.\1_embeddings.weight"),
         (rf"embeddings\.LayerNorm\.{_WB}", r"embeddings.layer_norm.\1"),
         (rf"{_L}attention\.self\.(query|key|value)\.{_WB}", r"encoder.layers.\1.attention.qkv.\3:\2"),
         (rf"{_L}attention\.output\.dense\.{_WB}", r"encoder.layers.\1.attention.out_proj.\2"),

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import transformers
 
 import modeling_data2vec_unified as d2v
 from modeling_data2vec_unified.conversion import example_inputs, max_output_difference
