@@ -8,8 +8,9 @@ naive alternatives, and peak memory.
     student step = student forward + backward on the same masked batch against fixed targets.
     Both are timed alternately (these machines are noisy) and compared by median; the floor is about 1.33
     (a forward is about a third of a forward + backward). Layer drop is off so both do the same work.
-(b) the EMA update of the teacher (one fused `torch._foreach_lerp_`) against a per-tensor `mul_` / `add_`
-    loop and a `state_dict` blend + `load_state_dict` (what a popular unofficial port does).
+(b) the EMA update of the teacher (one fused `torch._foreach_lerp_`; and with the trainer's device-side `skip`, the
+    List overload) against a per-tensor `mul_` / `add_` loop and a `state_dict` blend + `load_state_dict` (what a
+    popular unofficial port does).
 (c) peak memory of each step kind (CUDA: max allocated; CPU: the peak RSS the steps add to a fresh process).
 
 The last line is `overhead_ratio=<x>`: the largest full / student ratio over the modalities run.
@@ -120,6 +121,11 @@ def bench_ema(model, device: str, repeats: int) -> dict[str, float]:
     def fused():
         teacher.update(source)
 
+    skip = torch.zeros((), dtype=torch.bool, device=device)  # the trainer's: decided on the device, never read back
+
+    def fused_skip():
+        teacher.update(source, skip=skip)
+
     @torch.no_grad()
     def loop():
         for t, s in pairs:
@@ -131,8 +137,8 @@ def bench_ema(model, device: str, repeats: int) -> dict[str, float]:
         blended = {k: decay * v + (1 - decay) * student[k] for k, v in teacher.model.state_dict().items()}
         teacher.model.load_state_dict(blended)
 
-    return time_alternating({"foreach_lerp": fused, "per_tensor_loop": loop, "state_dict_copy": state_dict_copy},
-                            device, repeats)
+    return time_alternating({"foreach_lerp": fused, "foreach_lerp_device_skip": fused_skip, "per_tensor_loop": loop,
+                             "state_dict_copy": state_dict_copy}, device, repeats)
 
 
 def peak_memory(args, modality: str, kind: str) -> float:
@@ -205,6 +211,7 @@ def main() -> None:
         ema = bench_ema(model, args.device, args.repeats)
         print(f"[{modality}] EMA update of {sum(p.numel() for p in model.teacher.parameters()) / 1e6:.1f}M params: "
               + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in ema.items())
+              + f"; device skip / fused {ema['foreach_lerp_device_skip'] / ema['foreach_lerp']:.2f}x"
               + f"; loop / fused {ema['per_tensor_loop'] / ema['foreach_lerp']:.2f}x, "
               f"state_dict / fused {ema['state_dict_copy'] / ema['foreach_lerp']:.2f}x")
         mem = {kind: peak_memory(args, modality, kind) for kind in ("student", "full")}
