@@ -24,6 +24,7 @@ setup(
         "soundfile>=0.12",  # audio files (datasets' Audio feature needs torchcodec + FFmpeg)
         "pillow>=9",  # image folders
         "tensorboard>=2.10",  # the trainer's default tracker
+        "matplotlib>=3.6",  # the trainer's learning curves (curves.png)
     ],
     extras_require={"dev": ["pytest>=8"]},
     entry_points={"console_scripts": [

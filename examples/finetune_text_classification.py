@@ -10,9 +10,11 @@ then score it on held-out texts.
 
 The built-in task needs nothing downloaded: which of six areas of Python's standard library (text processing,
 numbers and math, files and archives, internet, concurrency, dates and times) a docstring comes from, read from the
-public functions, classes and methods of the modules listed in AREAS of the running Python. `--dataset` also takes a
-csv / json file or a `datasets` Hub id, with `--text_column` / `--label_column`; the held-out set is `--eval_split`,
-else the dataset's validation or test split, else `--eval_fraction` of the training rows (a fixed seed).
+public functions, classes and methods of the modules listed in `modeling_data2vec_unified.data.STDLIB_AREAS` of the
+running Python (`stdlib_docstrings()`, which `data2vec-pretrain --modality text` also probes with: its held-out
+docstrings are this script's eval set, never in that pretraining text). `--dataset` also takes a csv / json file or a
+`datasets` Hub id, with `--text_column` / `--label_column`; the held-out set is `--eval_split`, else the dataset's
+validation or test split, else `--eval_fraction` of the training rows (a fixed seed).
 
 Texts are tokenised with the checkpoint's tokenizer; a fresh model (no `--model_name_or_path`) is the tiny
 `data2vec-pretrain` text architecture with a byte-level BPE tokenizer trained on the training texts. Every
@@ -22,9 +24,6 @@ Texts are tokenised with the checkpoint's tokenizer; a fresh model (no `--model_
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,23 +33,9 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParse
 
 from modeling_data2vec_unified import Data2VecConfig, Data2VecForSequenceClassification, metrics
 from modeling_data2vec_unified.conversion import read_config_dict
-from modeling_data2vec_unified.data import train_bpe_tokenizer
+from modeling_data2vec_unified.data import HELD_OUT_FRACTION, stdlib_docstrings, train_bpe_tokenizer
 from modeling_data2vec_unified.finetuning import Data2VecTrainer, class_names, label_ids, load_labelled_splits
 from modeling_data2vec_unified.trainer import MODEL_SIZES, TINY_RECIPES, parse_overrides
-
-# the built-in task's classes and the standard-library modules whose docstrings they hold
-AREAS = {
-    "text processing": ("string", "re", "difflib", "textwrap", "unicodedata", "stringprep"),
-    "numbers and math": ("numbers", "math", "cmath", "decimal", "fractions", "random", "statistics"),
-    "files and archives": ("pathlib", "os.path", "stat", "filecmp", "tempfile", "glob", "fnmatch", "shutil", "zlib",
-                           "gzip", "bz2", "lzma", "zipfile", "tarfile"),
-    "internet": ("socket", "ssl", "select", "selectors", "urllib.request", "urllib.parse", "http.client",
-                 "http.server", "http.cookies", "ftplib", "smtplib", "imaplib", "poplib", "socketserver"),
-    "concurrency": ("threading", "multiprocessing", "concurrent.futures", "subprocess", "sched", "queue", "asyncio"),
-    "dates and times": ("datetime", "time", "calendar", "zoneinfo"),
-}
-MAX_PER_AREA = 200  # balances the classes (internet alone has ~600 docstrings)
-MIN_WORDS = 5  # "Return self==value." says nothing about its module
 
 
 @dataclass
@@ -68,53 +53,13 @@ class FinetuningArguments:
     label_column: str = field(default="label", metadata={"help": "class ids (a ClassLabel) or class names"})
     train_split: str = field(default="train")
     eval_split: str | None = field(default=None, metadata={"help": "default: validation or test, if present"})
-    eval_fraction: float = field(default=0.2, metadata={"help": "held out of the training rows when the dataset "
-                                                                "has no eval split"})
+    eval_fraction: float = field(default=HELD_OUT_FRACTION, metadata={
+        "help": "held out of the training rows when the dataset has no eval split"})
     max_seq_length: int = field(default=128, metadata={"help": "tokens per text, special tokens included"})
     max_train_examples: int | None = field(default=None, metadata={"help": "use only the first N training examples"})
     max_eval_examples: int | None = field(default=None, metadata={"help": "score only the first N held-out examples"})
     layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay (1: none, as data2vec / RoBERTa "
                                                                "fine-tune text; vision uses 0.65)"})
-
-
-def stdlib_docstrings() -> datasets.Dataset:
-    """The built-in task's rows {"text", "label"}: the docstrings of the public functions, classes and methods of
-    each area's modules (those this Python has). A docstring found in two areas, or of fewer than MIN_WORDS words, is
-    left out; each area keeps at most MAX_PER_AREA, drawn with a fixed seed."""
-    areas: dict[str, set[str]] = defaultdict(set)  # docstring -> the areas it occurs in
-    for area, modules in AREAS.items():
-        for name in modules:
-            try:
-                module = importlib.import_module(name)
-            except ImportError:  # an optional module this Python was built without (lzma, ssl, ...)
-                continue
-            for doc in _docstrings(module):
-                areas[doc].add(area)
-    names = list(AREAS)
-    rows = {"text": [], "label": []}
-    for doc, found in sorted(areas.items()):
-        if len(found) == 1 and len(doc.split()) >= MIN_WORDS:
-            rows["text"].append(doc)
-            rows["label"].append(names.index(found.pop()))
-    table = datasets.Dataset.from_dict(rows, features=datasets.Features(
-        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}))
-    keep = []
-    for label in range(len(names)):
-        ids = [i for i, y in enumerate(rows["label"]) if y == label]
-        keep += [ids[j] for j in torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))[:MAX_PER_AREA]]
-    return table.select(sorted(keep))
-
-
-def _docstrings(module) -> list[str]:
-    docs = []
-    for name, obj in sorted(vars(module).items()):
-        if name.startswith("_") or inspect.ismodule(obj) or not callable(obj):
-            continue
-        docs.append(inspect.getdoc(obj))
-        if inspect.isclass(obj):
-            docs += [inspect.getdoc(member) for key, member in sorted(vars(obj).items())
-                     if not key.startswith("_") and (callable(member) or isinstance(member, property))]
-    return [doc for doc in docs if doc]
 
 
 def tokenize(rows: datasets.Dataset, args: FinetuningArguments, tokenizer, names: list[str]) -> datasets.Dataset:

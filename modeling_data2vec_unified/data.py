@@ -5,7 +5,8 @@ into the examples `DataCollatorForData2VecPretraining` takes.
 prepared it, the config fields the data decides (text: the vocabulary and special ids) and, when the data has
 labels, a `ProbeData` for a linear probe.
 
-- `"builtin"` (no network): vision: scikit-learn's 8x8 digits; text: the Python help topics (`pydoc_data`) with a
+- `"builtin"` (no network): vision: scikit-learn's 8x8 digits; text: the Python help topics (`pydoc_data`) and the
+  standard library's docstrings (`stdlib_docstrings`, labelled by the area of the library: the probe) with a
   byte-level BPE tokenizer trained on them; audio: 8 classes of sounds synthesised from `seed`. Prepared once, in
   memory.
 - a local folder or file: images (`imagefolder`: subfolders are labels), audio files (.wav .flac .ogg, read with
@@ -20,6 +21,8 @@ parallelise it).
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import io
 import logging
 import math
@@ -72,6 +75,20 @@ COLUMN_NAMES = {"vision": ("image", "img", "pixel_values"), "audio": ("audio", "
 SOUND_CLASSES = ("sine", "sawtooth", "square", "whistle", "noise bursts", "rising chirp", "falling chirp", "clicks")
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0-3 as in RoBERTa; <mask> is added last
 PROBE_SIZE = 2000  # labelled examples kept for a linear probe (80% train, 20% test)
+# the built-in text probe's classes and the standard-library modules whose docstrings they hold
+STDLIB_AREAS = {
+    "text processing": ("string", "re", "difflib", "textwrap", "unicodedata", "stringprep"),
+    "numbers and math": ("numbers", "math", "cmath", "decimal", "fractions", "random", "statistics"),
+    "files and archives": ("pathlib", "os.path", "stat", "filecmp", "tempfile", "glob", "fnmatch", "shutil", "zlib",
+                           "gzip", "bz2", "lzma", "zipfile", "tarfile"),
+    "internet": ("socket", "ssl", "select", "selectors", "urllib.request", "urllib.parse", "http.client",
+                 "http.server", "http.cookies", "ftplib", "smtplib", "imaplib", "poplib", "socketserver"),
+    "concurrency": ("threading", "multiprocessing", "concurrent.futures", "subprocess", "sched", "queue", "asyncio"),
+    "dates and times": ("datetime", "time", "calendar", "zoneinfo"),
+}
+MAX_PER_AREA = 200  # balances the classes (internet alone has ~600 docstrings)
+MIN_WORDS = 5  # "Return self==value." says nothing about its module
+HELD_OUT_FRACTION = 0.2  # the built-in docstrings held out of pretraining for the probe (seed 0, per area)
 NUM_CHECKED = 16  # examples prepared before returning, so broken data fails before training
 
 
@@ -148,9 +165,7 @@ def load_pretraining_data(
             return _builtin_digits(config, processor, max_examples)
         if modality == "audio":
             return _builtin_sounds(config, processor, max_examples, seed)
-        rows = datasets.Dataset.from_dict({"text": [topics[key] for key in sorted(topics)]})
-        return _prepare_text(config, rows, "text", None, processor, max_seq_length, tokenizer_vocab_size, seed,
-                             "builtin Python help topics", max_blocks=max_examples)
+        return _builtin_text(config, processor, max_seq_length, tokenizer_vocab_size, seed, max_examples)
 
     rows, source = _load_rows(config, dataset, dataset_config_name, split, cache_dir)
     if max_examples is not None:
@@ -558,10 +573,13 @@ def _group_texts(batch: dict, tokenizer, column: str, block: int, bos: int, eos:
 
 
 def _prepare_text(
-    config, rows, column, label_column, tokenizer, max_seq_length, vocab_size, seed, source, max_blocks=None
+    config, rows, column, label_column, tokenizer, max_seq_length, vocab_size, seed, source, max_blocks=None,
+    probe_rows=None,
 ) -> PretrainingData:
     """Tokenizes `rows[column]` into blocks of `max_seq_length` tokens (training a BPE tokenizer on them when
-    `tokenizer` is None); `max_blocks` keeps the first blocks only."""
+    `tokenizer` is None); `max_blocks` keeps the first blocks only. The probe: `probe_rows` (train, held-out) with a
+    "label" column if given, else up to PROBE_SIZE rows with a `label_column`; each text tokenized whole, truncated to
+    `max_seq_length`."""
     if tokenizer is None:
         tokenizer = train_bpe_tokenizer((batch[column] for batch in rows.select_columns([column]).iter(1000)),
                                         vocab_size)
@@ -579,19 +597,83 @@ def _prepare_text(
     if max_blocks is not None:
         blocks = blocks.select(range(min(max_blocks, len(blocks))))
 
-    def tokenize(probe_rows):
-        encoded = tokenizer([t or "" for t in probe_rows[column]], truncation=True, max_length=max_seq_length)
+    def tokenize(labelled):
+        encoded = tokenizer([t or "" for t in labelled[column]], truncation=True, max_length=max_seq_length)
         return [{"input_ids": torch.tensor(x)} for x in encoded["input_ids"]]
 
+    if probe_rows is None:
+        probe = _probe(rows, label_column, tokenize, seed)
+    else:
+        probe = ProbeData(*([{**e, "labels": int(y)} for e, y in zip(tokenize(part), part["label"])]
+                            for part in probe_rows))
     # RoBERTa positions run from pad_token_id + 1 (Data2VecTextEmbeddings)
     updates = {"vocab_size": len(tokenizer), **ids, "max_position_embeddings": max_seq_length + ids["pad_token_id"] + 1}
     return PretrainingData(
         train=_TokenBlocks(blocks),
         processor=tokenizer,
         config_updates=updates,
-        probe=_probe(rows, label_column, tokenize, seed),
+        probe=probe,
         description=f"{source}: {len(blocks)} blocks of {max_seq_length} tokens, vocabulary {len(tokenizer)}",
     )
+
+
+def stdlib_docstrings() -> datasets.Dataset:
+    """Labelled text that ships with Python: rows {"text", "label"}, the docstrings of the public functions, classes
+    and methods of each STDLIB_AREAS area's modules (those this Python has), labelled by area (a ClassLabel). A
+    docstring found in two areas, or of fewer than MIN_WORDS words, is left out; each area keeps at most
+    MAX_PER_AREA, drawn with a fixed seed."""
+    areas: dict[str, set[str]] = defaultdict(set)  # docstring -> the areas it occurs in
+    for area, modules in STDLIB_AREAS.items():
+        for name in modules:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:  # an optional module this Python was built without (lzma, ssl, ...)
+                continue
+            for doc in _docstrings(module):
+                areas[doc].add(area)
+    names = list(STDLIB_AREAS)
+    rows = {"text": [], "label": []}
+    for doc, found in sorted(areas.items()):
+        if len(found) == 1 and len(doc.split()) >= MIN_WORDS:
+            rows["text"].append(doc)
+            rows["label"].append(names.index(found.pop()))
+    table = datasets.Dataset.from_dict(rows, features=datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}))
+    keep = []
+    for label in range(len(names)):
+        ids = [i for i, y in enumerate(rows["label"]) if y == label]
+        keep += [ids[j] for j in torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))[:MAX_PER_AREA]]
+    return table.select(sorted(keep))
+
+
+def _docstrings(module) -> list[str]:
+    docs = []
+    for name, obj in sorted(vars(module).items()):
+        if name.startswith("_") or inspect.ismodule(obj) or not callable(obj):
+            continue
+        docs.append(inspect.getdoc(obj))
+        if inspect.isclass(obj):
+            docs += [inspect.getdoc(member) for key, member in sorted(vars(obj).items())
+                     if not key.startswith("_") and (callable(member) or isinstance(member, property))]
+    return [doc for doc in docs if doc]
+
+
+def stdlib_docstring_splits() -> tuple[datasets.Dataset, datasets.Dataset]:
+    """`stdlib_docstrings()` split into (train, held-out): HELD_OUT_FRACTION of each area held out, seed 0; the
+    split that examples/finetune_text_classification.py fine-tunes and scores on."""
+    parts = stdlib_docstrings().train_test_split(test_size=HELD_OUT_FRACTION, seed=0, stratify_by_column="label")
+    return parts["train"], parts["test"]
+
+
+def _builtin_text(config, tokenizer, max_seq_length, vocab_size, seed, max_blocks) -> PretrainingData:
+    """The Python help topics followed by the training docstrings of `stdlib_docstring_splits`, cut into blocks (the
+    tokenizer is trained on them); the probe: which area a docstring comes from, its held-out docstrings never in the
+    pretraining text nor the tokenizer's."""
+    train, test = stdlib_docstring_splits()
+    rows = datasets.Dataset.from_dict({"text": [topics[key] for key in sorted(topics)] + list(train["text"])})
+    source = f"builtin Python help topics + {len(train)} stdlib docstrings"
+    return _prepare_text(config, rows, "text", None, tokenizer, max_seq_length, vocab_size, seed, source,
+                         max_blocks=max_blocks, probe_rows=(train, test))
 
 
 # ---- audio -----------------------------------------------------------------------------------------------------
@@ -751,8 +833,11 @@ __all__ = [
     "PretrainingData",
     "ProbeData",
     "SOUND_CLASSES",
+    "STDLIB_AREAS",
     "default_feature_extractor",
     "load_pretraining_data",
+    "stdlib_docstring_splits",
+    "stdlib_docstrings",
     "synthesize_sounds",
     "train_bpe_tokenizer",
 ]

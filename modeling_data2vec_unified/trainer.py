@@ -11,6 +11,10 @@ variances are summed on the device and read at `--logging_steps`; a step whose l
 skipped on the device (AdamW's `found_inf`, the teacher's `skip`), so it can never reach the weights or the teacher,
 and is reported (and stops the run, unless `--skip_nonfinite`) at the next logging step.
 
+`--probe_steps N` runs the linear probe on a fixed subset of the probe data every N steps (main process; it draws no
+random number the run sees, so the weights are those of a run without it); at the end `output_dir/curves.png` and
+`curves.json` hold the loss, target_var / pred_var and the probe against step and wall-clock.
+
 Data order and masks are pure functions of (seed, epoch, step, rank) (`EpochBatchSampler` + `SeededBatch`), so a
 run resumed from a checkpoint continues exactly: same batches, same masks, same dropout (every process's RNG states are
 restored), same teacher (weights and update count). Nothing in a checkpoint is unpickled on resume: accelerate saves
@@ -107,6 +111,8 @@ FOREIGN_PICKLES = re.compile(r"^(custom_checkpoint_\d+\.pkl|random_states_\d+\.p
 SUMS = ("loss", "target_var", "pred_var", "masked_fraction", "micro_batches", "masked_micro_batches", "tokens",
         "grad_norm", "finite_steps")
 PER_MICRO_BATCH = SUMS.index("grad_norm")  # the first PER_MICRO_BATCH sums grow per micro-batch, the rest per step
+# the probe run every --probe_steps: at most this many train / held-out examples (the first of the probe's splits)
+PERIODIC_PROBE_EXAMPLES = (500, 300)
 
 
 @dataclass
@@ -178,6 +184,9 @@ class PretrainingArguments:
     skip_nonfinite: bool = field(default=False, metadata={"help": "skip steps with a NaN/inf loss or gradient "
                                                                   "instead of stopping"})
     disable_tqdm: bool = field(default=False)
+    probe_steps: int | None = field(default=None, metadata={"help": "linear probe on a fixed subset of the probe "
+                                                                    "data every N steps, logged as probe/pretrained "
+                                                                    "(0 or None: off)"})
     # ---- checkpoints and the result -------------------------------------------------------------------------------
     save_steps: int = field(default=500)
     save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept (None: all)"})
@@ -213,6 +222,9 @@ class PretrainingArguments:
                      "save_steps"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name} must be >= 1; got {getattr(args, name)}")
+        if args.probe_steps is not None and args.probe_steps < 0:
+            raise ValueError(f"--probe_steps must be >= 1 (or 0: no probes during training); got {args.probe_steps}")
+        args.probe_steps = args.probe_steps or None
         return args
 
 
@@ -415,7 +427,14 @@ class Data2VecPretrainer:
         self.state = TrainerState()
         self.optimizer = self.lr_scheduler = None  # made by `train`
         self._fused = False
-        self.log_history: list[dict] = []  # every logged step's metrics, as transformers' Trainer keeps them
+        # every logged step's metrics and every --probe_steps probe, as transformers' Trainer keeps them (restored on
+        # resume: the curves cover the whole run)
+        self.log_history: list[dict] = []
+        self._seconds_before = 0.0  # training seconds of the run before this session (resume)
+        self._loop_start, self._probe_seconds = time.perf_counter(), 0.0
+        if args.probe_steps and data.probe is None:
+            logger.warning("--probe_steps %d: the data has no labels (no label column), so there is nothing to probe",
+                           args.probe_steps)
         self.resume_from = None
         if args.resume_from_checkpoint:
             self.resume_from = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
@@ -515,6 +534,7 @@ class Data2VecPretrainer:
                 **self.state.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
                 "modality": self.config.modality, "num_parameters": self.unwrapped.num_parameters(),
                 "num_processes": acc.num_processes, "args": dataclasses.asdict(self.args),
+                "elapsed_seconds": self._seconds(), "log_history": self.log_history,
             }, indent=2))
             if final.exists():
                 shutil.rmtree(final)
@@ -550,6 +570,8 @@ class Data2VecPretrainer:
             ) from error
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.state.load_state_dict({k: int(state[k]) for k in self.state.state_dict()})
+        self.log_history = state.get("log_history", [])  # older checkpoints: none
+        self._seconds_before = state.get("elapsed_seconds", 0.0)
         if not rng.is_file():
             logger.warning("checkpoint %s has no RNG state for process %d (it was saved by %s processes): dropout "
                            "and layer drop will not continue as in an uninterrupted run", path, acc.process_index,
@@ -594,6 +616,7 @@ class Data2VecPretrainer:
         }
         samples = 0
         clock, metrics = time.perf_counter(), {}
+        self._loop_start, self._probe_seconds = clock, 0.0
         progress = _progress(acc, args, self.state.global_step)
         while self.state.global_step < end:
             step = self.state.global_step + 1
@@ -610,6 +633,8 @@ class Data2VecPretrainer:
                 progress.set_postfix(loss=f"{metrics['loss']:.4f}", target_var=f"{metrics['target_var']:.3f}")
                 tallies["sums"].zero_()
                 samples = 0
+            if args.probe_steps and step % args.probe_steps == 0 and self.data.probe is not None:
+                clock += self.periodic_probe(step)  # not counted in the throughput
             if step % args.save_steps == 0 or step == end:
                 self.save_checkpoint()
         progress.close()
@@ -677,7 +702,7 @@ class Data2VecPretrainer:
             "nonfinite_steps": n_bad,
         }
         acc.log(metrics, step=step)
-        self.log_history.append({"step": step, **metrics})
+        self.log_history.append({"step": step, "elapsed_seconds": self._seconds(), **metrics})
         if acc.is_main_process and (args.disable_tqdm or not sys.stderr.isatty()):  # no live bar: a log line
             logger.info("step %d/%d: %s", step, args.max_steps,
                         " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
@@ -700,6 +725,9 @@ class Data2VecPretrainer:
             model = self.unwrapped
             if args.probe and self.data.probe is not None:
                 results = self.run_probe()
+            from .curves import write_curves
+
+            write_curves(self.log_history, args.output_dir, title=self.data.description)
             model.config.pretraining_info = self.pretraining_info(results)  # travels with the config: the card
             model.save_pretrained(args.output_dir)
             if self.data.processor is not None:
@@ -734,21 +762,19 @@ class Data2VecPretrainer:
     def run_probe(self) -> dict:
         """Linear probe (held-out accuracy) of the pretrained student, the same architecture at its random
         initialisation, and the raw inputs; printed and written to output_dir/probe.json."""
-        from .probe import linear_probe, raw_input_probe
+        from .probe import RAW_FEATURES, describe_features, linear_probe, raw_input_probe
 
-        args, probe = self.args, self.data.probe
-        student = self.unwrapped.data2vec
-        set_seed(args.seed)  # as in __init__
-        initial = Data2VecForPreTraining(self.config).data2vec.to(student.device)  # the run's initial weights
-        pretrained = linear_probe(student, probe.train, probe.test, top_layers=(2, 1))
-        random_init = linear_probe(initial, probe.train, probe.test, top_layers=(2, 1))
+        args, probe, modality = self.args, self.data.probe, self.config.modality
+        pretrained = linear_probe(self.unwrapped.data2vec, probe.train, probe.test, top_layers=(2, 1))
+        random_init = linear_probe(self._initial_encoder(), probe.train, probe.test, top_layers=(2, 1))
         results = {
             "pretrained": pretrained[2],
             "random_init": random_init[2],
-            "raw_inputs": raw_input_probe(probe.train, probe.test, MODALITY_INPUT[self.config.modality]),
+            "raw_inputs": raw_input_probe(probe.train, probe.test, modality, self.config.sampling_rate),
             "pretrained_last_layer": pretrained[1],
             "random_init_last_layer": random_init[1],
-            "features": "mean of the top 2 layers' outputs, mean-pooled; *_last_layer: the last layer only",
+            "features": describe_features(modality, (2, 1)),
+            "raw_inputs_features": RAW_FEATURES[modality],
             "train_examples": len(probe.train), "test_examples": len(probe.test), "steps": self.state.global_step,
             "dataset": self.data.description,
         }
@@ -763,9 +789,49 @@ class Data2VecPretrainer:
         )
         return {f"probe_{k}": v for k, v in results.items() if isinstance(v, float)}
 
+    def _initial_encoder(self):
+        """The run's initial weights (a fresh architecture after --init_from): built again from the seed, as in
+        `__init__` (this draws from the global RNGs)."""
+        set_seed(self.args.seed)
+        return Data2VecForPreTraining(self.config).data2vec.to(self.unwrapped.device)
+
+    def _seconds(self) -> float:
+        """Training seconds so far, over resumes; the probes of --probe_steps not counted."""
+        return self._seconds_before + time.perf_counter() - self._loop_start - self._probe_seconds
+
+    def periodic_probe(self, step: int) -> float:
+        """The linear probe of `--probe_steps` at `step`: on the main process (the others wait), on the first
+        PERIODIC_PROBE_EXAMPLES train / held-out examples of the probe data, features as the final probe's (top 2
+        layers). Logs probe/pretrained (and once per run the references: probe/random_init, the run's initial weights,
+        and probe/raw_inputs) to the trackers and log_history. Every RNG state is restored after (building the initial
+        weights reseeds), and the student goes back to train mode: a run with probes trains the same weights as one
+        without. Returns the seconds it took."""
+        from .probe import linear_probe, raw_input_probe
+
+        acc, began = self.accelerator, time.perf_counter()
+        if acc.is_main_process:
+            elapsed = self._seconds()
+            train, test = (split[:n] for split, n in zip((self.data.probe.train, self.data.probe.test),
+                                                         PERIODIC_PROBE_EXAMPLES))
+            with _rng_untouched(acc.device):
+                metrics = {"probe/pretrained": linear_probe(self.unwrapped.data2vec, train, test)[2]}
+                if not any("probe/random_init" in h for h in self.log_history):  # once per run (also over resumes)
+                    metrics["probe/random_init"] = linear_probe(self._initial_encoder(), train, test)[2]
+                    raw = raw_input_probe(train, test, self.config.modality, self.config.sampling_rate)
+                    metrics["probe/raw_inputs"] = float("nan") if raw is None else raw
+            acc.log(metrics, step=step)
+            self.log_history.append({"step": step, "elapsed_seconds": elapsed, **metrics,
+                                     "probe/train_examples": len(train), "probe/test_examples": len(test)})
+            logger.info("step %d: linear probe (%d held out) %s", step, len(test),
+                        " ".join(f"{k.removeprefix('probe/')} {v:.1%}" for k, v in metrics.items()))
+        acc.wait_for_everyone()
+        seconds = time.perf_counter() - began
+        self._probe_seconds += seconds
+        return seconds
+
     def push_to_hub(self) -> str:
-        """Uploads output_dir's result in one commit: the model (safetensors + config), the processor and probe.json;
-        not the checkpoints or the logs."""
+        """Uploads output_dir's result in one commit: the model (safetensors + config), the processor, probe.json and
+        the curves; not the checkpoints or the logs."""
         from huggingface_hub import CommitOperationAdd, HfApi
 
         args, out = self.args, Path(self.args.output_dir)
@@ -786,6 +852,22 @@ def _count_tokens(config: Data2VecConfig, batch: dict) -> torch.Tensor:
         return batch["attention_mask"].sum().float()
     mask = batch["bool_masked_pos" if config.modality == "vision" else "mask_time_indices"]
     return torch.full((), float(mask.numel()), device=mask.device)
+
+
+@contextlib.contextmanager
+def _rng_untouched(device: torch.device):
+    """Restores this process's Python, NumPy, torch CPU and `device`'s RNG states on exit."""
+    python, numpy_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    accelerator = _accelerator_rng(device)
+    states = accelerator.get_rng_state_all() if accelerator else None
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(cpu)
+        if states is not None:
+            accelerator.set_rng_state_all(states)
 
 
 def save_rng_state(path: Path, device: torch.device) -> None:

@@ -28,6 +28,7 @@ from modeling_data2vec_unified.data import (
     ImageProcessor,
     default_feature_extractor,
     load_pretraining_data,
+    stdlib_docstring_splits,
     synthesize_sounds,
     train_bpe_tokenizer,
 )
@@ -141,13 +142,31 @@ def test_builtin_text_blocks_and_tokenizer_round_trip(help_topics, tmp_path):
     assert (loaded.mask_token_id, loaded.pad_token_id) == (2047, 1)
 
     blocks = all_inputs(help_topics, "input_ids")
-    assert help_topics.probe is None and len(blocks) > 1500
+    assert len(blocks) > 1500
     assert all(b.dtype == torch.long and len(b) == 64 and b[0] == 0 and b[-1] == 2 for b in blocks)
     assert not any((b[1:-1] == 1).any() or (b[1:-1] == 0).any() for b in blocks)  # no padding, no stray <s>
     # the blocks are the help texts, in order, without gaps (documents separated by </s>)
     text = tokenizer.decode(torch.cat([b[1:-1] for b in blocks[:5]]), skip_special_tokens=True)
     assert len(text) > 200 and "".join(DOCS).startswith(text)
     assert sum(int((b[1:-1] == 2).sum()) for b in blocks) >= len(DOCS) - 2  # separators (some cut at block ends)
+
+
+def test_builtin_text_probe_holds_out_stdlib_docstrings(help_topics):
+    """The built-in text's probe: which of six areas of the standard library a docstring documents, tokenized whole
+    with the run's tokenizer and cut at max_seq_length; the held-out docstrings are not in the pretraining text (nor,
+    so, in the tokenizer's), the training ones are."""
+    train, test = stdlib_docstring_splits()
+    tokenizer, probe = help_topics.processor, help_topics.probe
+    assert len(probe.train) == len(train) and len(probe.test) == len(test) >= 150
+    for split, rows in ((probe.train, train), (probe.test, test)):
+        assert [e["labels"] for e in split] == list(rows["label"])
+        assert [e["input_ids"].tolist() for e in split] == tokenizer(
+            list(rows["text"]), truncation=True, max_length=64)["input_ids"]
+    assert sorted(set(test["label"])) == list(range(6)) and max(len(e["input_ids"]) for e in probe.test) == 64
+    blocks = all_inputs(help_topics, "input_ids")
+    stream = tokenizer.decode(torch.cat([b[1:-1] for b in blocks]), skip_special_tokens=True)
+    assert sum(doc in stream for doc in train["text"]) > 0.95 * len(train)
+    assert not any(doc in stream for doc in test["text"])
 
 
 def test_builtin_text_is_deterministic(help_topics):

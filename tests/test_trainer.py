@@ -75,7 +75,8 @@ def test_resume_continues_exactly(tmp_path, modality, accumulate):
     def losses(trainer):
         return [(h["step"], h["loss"]) for h in trainer.log_history]
 
-    assert losses(first) + losses(resumed) == losses(full)
+    # the resumed run's history starts with the checkpoint's (its curves cover the whole run)
+    assert losses(first) == losses(full)[:5] and losses(resumed) == losses(full)
     assert resumed.unwrapped.teacher.num_updates == 10
     a, b = weights(full), weights(resumed)
     assert a.keys() == b.keys()
@@ -215,7 +216,9 @@ def test_result_loads_with_auto_classes_and_logs(tmp_path):
     # each logged step's metrics, recomputed from what the step's forward (one micro-batch) and clip returned
     config, history = t.config, t.log_history
     assert [h["step"] for h in history] == [1, 2, 3] and len(record) == 3
-    assert {k: v for k, v in history[-1].items() if k != "step"} == {k: metrics[k] for k in history[-1] if k != "step"}
+    assert {k: v for k, v in history[-1].items() if k not in ("step", "elapsed_seconds")} == {
+        k: metrics[k] for k in history[-1] if k not in ("step", "elapsed_seconds")}
+    assert 0 < history[0]["elapsed_seconds"] < history[1]["elapsed_seconds"] < history[2]["elapsed_seconds"]
     for h, seen in zip(history, record):
         for key in ("loss", "target_var", "pred_var", "masked_fraction", "grad_norm"):
             assert h[key] == pytest.approx(seen[key], rel=1e-6), (h["step"], key)
@@ -232,6 +235,59 @@ def test_result_loads_with_auto_classes_and_logs(tmp_path):
     assert {"loss", "target_var", "grad_norm", "ema_decay"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
     assert [e.value for e in events.Scalars("loss")] == pytest.approx([h["loss"] for h in history], rel=1e-6)
+
+
+def test_probe_steps_log_the_probe_change_no_weight_and_draw_curves(tmp_path, monkeypatch):
+    """--probe_steps 2 on a 6-step text run (dropout on: a random number drawn by the probe, or a student left in eval
+    mode, would change the weights): the probe runs at steps 2, 4, 6 on the first PERIODIC_PROBE_EXAMPLES examples,
+    logs probe/pretrained (the references once), and the run ends with the weights of a run without probes, and
+    with curves.json (what was logged) and curves.png."""
+    import PIL.Image
+
+    import modeling_data2vec_unified.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "PERIODIC_PROBE_EXAMPLES", (12, 6))  # of the probe's 16 / 8
+    plain = make_trainer(tmp_path / "plain", "text", max_steps=6, logging_steps=2)
+    plain.train()
+    probed = make_trainer(tmp_path / "probed", "text", max_steps=6, logging_steps=2, probe_steps=2)
+    logged, log = [], probed.accelerator.log
+
+    def recording_log(values, step=None, **kwargs):
+        logged.append((step, dict(values)))
+        return log(values, step=step, **kwargs)
+
+    probed.accelerator.log = recording_log
+    probed.train()
+    a, b = weights(plain), weights(probed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    probes = [(step, values) for step, values in logged if "probe/pretrained" in values]
+    assert [step for step, _ in probes] == [2, 4, 6]
+    assert set(probes[0][1]) == {"probe/pretrained", "probe/random_init", "probe/raw_inputs"}
+    assert all(set(values) == {"probe/pretrained"} for _, values in probes[1:])
+    # the last probe is the final student's, the reference the run's initial weights, both on the subset
+    train, test = probed.data.probe.train[:12], probed.data.probe.test[:6]
+    assert probes[-1][1]["probe/pretrained"] == linear_probe(probed.unwrapped.data2vec, train, test)[2]
+    set_seed(0)
+    assert probes[0][1]["probe/random_init"] == linear_probe(
+        d2v.Data2VecForPreTraining(probed.config).data2vec, train, test)[2]
+    assert [h["step"] for h in probed.log_history if "probe/pretrained" in h] == [2, 4, 6]
+
+    curves = json.loads((tmp_path / "probed" / "curves.json").read_text())
+    probe = curves["probe"]
+    assert probe["step"] == [2, 4, 6] and probe["pretrained"] == [values["probe/pretrained"] for _, values in probes]
+    assert (probe["random_init"], probe["raw_inputs"]) == (probes[0][1]["probe/random_init"],
+                                                           probes[0][1]["probe/raw_inputs"])
+    assert (probe["train_examples"], probe["test_examples"]) == (12, 6)
+    trained = [values for step, values in logged if "loss" in values]
+    assert curves["step"] == [2, 4, 6] and curves["loss"] == [values["loss"] for values in trained]
+    assert curves["target_var"] == [values["target_var"] for values in trained]
+    assert curves["pred_var"] == [values["pred_var"] for values in trained]
+    assert curves["elapsed_seconds"] == sorted(curves["elapsed_seconds"]) and curves["elapsed_seconds"][0] > 0
+    with PIL.Image.open(tmp_path / "probed" / "curves.png") as image:
+        image.load()
+        assert image.format == "PNG" and image.width >= 500 and image.height >= 500
+    assert json.loads((tmp_path / "plain" / "curves.json").read_text())["probe"] is None  # no probes: two panels
 
 
 def test_bf16_keeps_teacher_and_targets_fp32(tmp_path):

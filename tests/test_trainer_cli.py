@@ -47,14 +47,27 @@ def test_the_default_run_learns_features_better_than_random_init(tmp_path):
     assert probe["pretrained"] >= 0.94 and probe["raw_inputs"] >= 0.97, probe
 
 
-def test_builtin_text_run_saves_its_tokenizer(tmp_path):
-    cli(["--modality", "text", "--output_dir", str(tmp_path), "--max_steps", "4", "--max_examples", "64",
-          "--per_device_train_batch_size", "8", "--max_seq_length", "32", "--tokenizer_vocab_size", "300", *QUICK])
+def test_builtin_text_run_saves_its_tokenizer_and_reports_a_probe(tmp_path):
+    """The built-in text has labels (which area of the standard library a docstring documents): the run ends with a
+    probe of the pretrained encoder, its random initialisation and TF-IDF of the token ids, on the held-out
+    docstrings."""
+    from modeling_data2vec_unified.data import stdlib_docstring_splits
+
+    metrics = cli(["--modality", "text", "--output_dir", str(tmp_path), "--max_steps", "4", "--max_examples", "64",
+                   "--per_device_train_batch_size", "8", "--max_seq_length", "32", "--tokenizer_vocab_size", "300",
+                   *QUICK])
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     model = AutoModelForPreTraining.from_pretrained(tmp_path)
     assert model.config.vocab_size == len(tokenizer) and model.config.mask_token_id == tokenizer.mask_token_id
     ids = tokenizer("def f(x): return x", return_tensors="pt")
     assert AutoModel.from_pretrained(tmp_path)(**ids).last_hidden_state.shape[-1] == model.config.hidden_size
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    train, test = stdlib_docstring_splits()
+    assert (probe["train_examples"], probe["test_examples"], probe["steps"]) == (len(train), len(test), 4)
+    assert all(isinstance(probe[k], float) for k in ("pretrained", "random_init", "raw_inputs"))
+    assert metrics["probe_pretrained"] == probe["pretrained"] and metrics["probe_raw_inputs"] == probe["raw_inputs"]
+    assert "std over time" in probe["features"] and "TF-IDF" in probe["raw_inputs_features"]
+    assert probe["raw_inputs"] > 0.35, probe  # six areas (chance 1/6): the token ids say much about the area
 
 
 def test_builtin_audio_run(tmp_path):
