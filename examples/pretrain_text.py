@@ -1,6 +1,6 @@
 """Pretrain data2vec on text, then embed a sentence with the result.
 
-    python examples/pretrain_text.py                                 # Python's help texts + stdlib docstrings, tiny model; probe at the end
+    python examples/pretrain_text.py                                 # help texts + stdlib docstrings, tiny model
     python examples/pretrain_text.py --dataset ./corpus.txt --max_seq_length 256 --tokenizer_vocab_size 8000
     python examples/pretrain_text.py --dataset wikitext --dataset_config_name wikitext-103-raw-v1 \
         --processor roberta-base --model_size base --mixed_precision bf16
