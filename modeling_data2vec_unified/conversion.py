@@ -78,8 +78,8 @@ def _unreadable_safetensors(pretrained_model_name_or_path, **kwargs) -> list[str
     bad = []
     for f in files:
         try:
-            with safe_open(f, framework="pt"):
-                pass
+            with safe_open(f, framework="pt") as weights:
+                weights.keys()  # opening parses the header: what a truncated or empty file fails
         except Exception:
             bad.append(f)
     return bad

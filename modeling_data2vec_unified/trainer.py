@@ -854,31 +854,41 @@ def _count_tokens(config: Data2VecConfig, batch: dict) -> torch.Tensor:
     return torch.full((), float(mask.numel()), device=mask.device)
 
 
+def rng_states(device: torch.device) -> dict:
+    """This process's RNG states: Python's, NumPy's, torch's CPU one and `device`'s (one per device, where it has any)."""
+    accelerator = _accelerator_rng(device)
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "accelerator": accelerator.get_rng_state_all() if accelerator else []}
+
+
+def set_rng_states(states: dict, device: torch.device) -> None:
+    """Sets the states `rng_states` returned."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    accelerator = _accelerator_rng(device)
+    if accelerator and states["accelerator"]:
+        accelerator.set_rng_state_all(states["accelerator"])
+
+
 @contextlib.contextmanager
 def _rng_untouched(device: torch.device):
-    """Restores this process's Python, NumPy, torch CPU and `device`'s RNG states on exit."""
-    python, numpy_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    accelerator = _accelerator_rng(device)
-    states = accelerator.get_rng_state_all() if accelerator else None
+    """Restores this process's RNG states (`rng_states`) on exit."""
+    states = rng_states(device)
     try:
         yield
     finally:
-        random.setstate(python)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(cpu)
-        if states is not None:
-            accelerator.set_rng_state_all(states)
+        set_rng_states(states, device)
 
 
 def save_rng_state(path: Path, device: torch.device) -> None:
-    """This process's RNG states (Python, NumPy, torch CPU and `device`'s, where it has one) as a safetensors file."""
-    version, python_state, gauss = random.getstate()
-    kind, numpy_keys, position, has_gauss, cached = np.random.get_state()
+    """This process's RNG states (`rng_states`) as a safetensors file: the tensors, with the few scalars as metadata."""
+    states = rng_states(device)
+    version, python_state, gauss = states["python"]
+    kind, numpy_keys, position, has_gauss, cached = states["numpy"]
     tensors = {"python": torch.tensor(python_state, dtype=torch.int64),
-               "numpy": torch.from_numpy(numpy_keys.astype(np.int64)), "torch": torch.get_rng_state()}
-    accelerator = _accelerator_rng(device)
-    for i, state in enumerate(accelerator.get_rng_state_all() if accelerator else []):
-        tensors[f"{device.type}.{i}"] = state
+               "numpy": torch.from_numpy(numpy_keys.astype(np.int64)), "torch": states["torch"]}
+    tensors.update({f"{device.type}.{i}": state for i, state in enumerate(states["accelerator"])})
     save_file(tensors, str(path), metadata={
         "python": json.dumps([version, gauss]), "numpy": json.dumps([kind, int(position), int(has_gauss), cached]),
     })
@@ -889,15 +899,13 @@ def load_rng_state(path: Path, device: torch.device) -> None:
     with safe_open(str(path), "pt") as f:
         tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     version, gauss = json.loads(metadata["python"])
-    random.setstate((version, tuple(tensors["python"].tolist()), gauss))
     kind, position, has_gauss, cached = json.loads(metadata["numpy"])
-    np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(tensors["torch"])
-    accelerator = _accelerator_rng(device)
-    states = [tensors[k] for k in sorted((k for k in tensors if k.startswith(f"{device.type}.")),
-                                         key=lambda k: int(k.split(".")[1]))]
-    if accelerator and states:
-        accelerator.set_rng_state_all(states)
+    accelerator = sorted((k for k in tensors if k.startswith(f"{device.type}.")), key=lambda k: int(k.split(".")[1]))
+    set_rng_states({
+        "python": (version, tuple(tensors["python"].tolist()), gauss),
+        "numpy": (kind, tensors["numpy"].numpy().astype(np.uint32), position, has_gauss, cached),
+        "torch": tensors["torch"], "accelerator": [tensors[k] for k in accelerator],
+    }, device)
 
 
 def _accelerator_rng(device: torch.device):
