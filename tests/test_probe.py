@@ -74,3 +74,32 @@ def test_raw_references_for_audio_and_text():
     texts = [{"input_ids": torch.tensor([0, *rng.integers(10, 20, 6) + 10 * (i % 2), 2]), "labels": i % 2}
              for i in range(12)]
     assert raw_input_probe(texts[:8], texts[8:], "text") == 1.0
+
+
+@pytest.mark.parametrize("modality", ["vision", "audio"])
+def test_bench_probe_layers_reads_the_same_features_as_the_probe(modality):
+    """bench/probe_layers.py (the per-layer sweep of docs/benchmarks.md) pools every layer itself: its top-2 and
+    last-layer features are the package probe's `extract_features`, with either pooling, and L0 is the front end's
+    output (hidden_states[0], pooled as written out here)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "probe_layers.py"
+    spec = importlib.util.spec_from_file_location("probe_layers", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    config = tiny_config(modality, layer_scale_init_value=0.0)  # vision: layers that visibly change the states
+    model = AutoModel.from_config(config).eval()
+    examples = tiny_examples(modality)
+    layers = bench.layer_features(model, examples)  # one batch, as extract_features pads it
+    assert len([k for k in layers if k.startswith("mean@L")]) == config.num_hidden_layers + 1
+    for pooling in ("mean", "mean_std"):
+        ours = extract_features(model, examples, top_layers=(2, 1), pooling=pooling)
+        np.testing.assert_allclose(layers[f"{pooling}@top2"], ours[2], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(layers[f"{pooling}@L{config.num_hidden_layers}"], ours[1], rtol=1e-5, atol=1e-6)
+    if modality == "vision":  # patches only, not the CLS token
+        with torch.no_grad():
+            batch = DataCollatorForData2VecPretraining(config).collate_inputs(examples)
+            first = model(**batch, output_hidden_states=True).hidden_states[0]
+        np.testing.assert_allclose(layers["mean@L0"], first[:, 1:].mean(1).numpy(), rtol=1e-5, atol=1e-6)
