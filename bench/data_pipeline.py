@@ -9,12 +9,16 @@
 
     python bench/data_pipeline.py --audio DIR --images DIR --text DIR --builtin [--max_steps 50]
     python bench/data_pipeline.py --audio DIR --dataloader_num_workers 1 --dataloader_num_workers 0
+    python bench/data_pipeline.py --audio DIR --images DIR --per_batch --repeats 2   # before / after, alternating
 
 Each run uses the trainer's defaults (tiny model, the modality's batch size) apart from --max_steps and the flags
-given; every `--dataloader_num_workers` value is run in turn for each dataset. Data and model time exclude the first
-step (DataLoader start, worker start-up, first-call warm-up: counted under other). samples/s is the training
-throughput: samples over (data + model) time of the steps after the first. `datasets` caches go to a fresh folder
-(--cache_dir) unless --warm_cache, so prep is what a first run pays. Prints a table and, with --json, writes it.
+given; every `--dataloader_num_workers` value is run in turn for each dataset. `--per_batch` also runs each audio and
+image folder with `data.MAX_IN_MEMORY_BYTES = 0`, i.e. decoded and processed per batch, as every local image and audio
+set was before small ones were prepared once (the "before" of docs/benchmarks.md), alternating with the default. Data
+and model time exclude the first step (DataLoader start, worker start-up, first-call warm-up: counted under other).
+samples/s is the training throughput: samples over (data + model) time of the steps after the first. `datasets`
+caches go to a fresh folder (--cache_dir) unless --warm_cache, so prep is what a first run pays. Prints a table and,
+with --json, writes it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import time
 from pathlib import Path
 
 
-def run_one(modality: str, dataset: str, max_steps: int, workers: int, extra: list[str]) -> dict:
+def run_one(modality: str, dataset: str, max_steps: int, workers: int, extra: list[str], per_batch: bool = False
+            ) -> dict:
     import torch
 
     import modeling_data2vec_unified.data as data_module
@@ -57,11 +62,16 @@ def run_one(modality: str, dataset: str, max_steps: int, workers: int, extra: li
                 str(10**9), "--dataloader_num_workers", str(workers), *extra]
         (args,) = HfArgumentParser(PretrainingArguments).parse_args_into_dataclasses(args=argv)
         began = time.perf_counter()
+        in_memory = getattr(data_module, "MAX_IN_MEMORY_BYTES", None)  # None: a version that always decodes per batch
         data_module.load_pretraining_data = timed_load
+        if per_batch:
+            data_module.MAX_IN_MEMORY_BYTES = 0
         try:
             trainer = Data2VecPretrainer(args)
         finally:
             data_module.load_pretraining_data = load
+            if per_batch:
+                data_module.MAX_IN_MEMORY_BYTES = in_memory
 
         make_loader, train_step, run_probe = trainer.dataloader, trainer._train_step, trainer.run_probe
 
@@ -98,8 +108,11 @@ def run_one(modality: str, dataset: str, max_steps: int, workers: int, extra: li
     data, model = timings["data"][1:], timings["model"][1:]  # after the first step
     batch = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
     steady = sum(data) + sum(model)
+    decoded = ("-" if modality == "text" or dataset == "builtin" else "per batch" if per_batch or in_memory is None
+               else "default")
     return {
-        "modality": modality, "dataset": dataset, "workers": workers, "batch": batch, "steps": max_steps,
+        "modality": modality, "dataset": dataset, "decoded": decoded, "workers": workers, "batch": batch,
+        "steps": max_steps,
         "description": trainer.data.description, "wall_s": wall, "prep_s": timings.get("prep", 0.0),
         "data_ms": 1000 * statistics.fmean(data), "model_ms": 1000 * statistics.fmean(model),
         "data_median_ms": 1000 * statistics.median(data), "model_median_ms": 1000 * statistics.median(model),
@@ -110,16 +123,16 @@ def run_one(modality: str, dataset: str, max_steps: int, workers: int, extra: li
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| dataset | workers | batch | prep (s) | data / step (ms) | model / step (ms) | data share of step | "
-          "probe (s) | wall (s) | prep / train / probe / other of wall | samples/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("| dataset | decoded | workers | batch | prep (s) | data / step (ms) | model / step (ms) | data share of "
+          "step | probe (s) | wall (s) | prep / train / probe / other of wall | samples/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         train = (r["steps"] - 1) * (r["data_ms"] + r["model_ms"]) / 1000
         other = r["wall_s"] - r["prep_s"] - train - r["probe_s"]
         shares = " / ".join(f"{100 * x / r['wall_s']:.0f}%" for x in (r["prep_s"], train, r["probe_s"], other))
-        print(f"| {r['modality']} {r['dataset']} | {r['workers']} | {r['batch']} | {r['prep_s']:.1f} | "
-              f"{r['data_ms']:.1f} | {r['model_ms']:.1f} | {100 * r['data_share']:.1f}% | {r['probe_s']:.1f} | "
-              f"{r['wall_s']:.1f} | {shares} | {r['samples_per_s']:.1f} |")
+        print(f"| {r['modality']} {r['dataset']} | {r['decoded']} | {r['workers']} | {r['batch']} | "
+              f"{r['prep_s']:.1f} | {r['data_ms']:.1f} | {r['model_ms']:.1f} | {100 * r['data_share']:.1f}% | "
+              f"{r['probe_s']:.1f} | {r['wall_s']:.1f} | {shares} | {r['samples_per_s']:.1f} |")
 
 
 def main() -> None:
@@ -131,6 +144,9 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=50)
     parser.add_argument("--dataloader_num_workers", type=int, action="append",
                         help="repeatable: each value is run in turn (default: the trainer's default)")
+    parser.add_argument("--per_batch", action="store_true", help="also run audio and image folders decoded per "
+                        "batch (data.MAX_IN_MEMORY_BYTES = 0), alternating with the default")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each setting (alternating)")
     parser.add_argument("--extra", default="", help="more data2vec-pretrain flags for every run, e.g. "
                                                     "'--config_overrides image_size=64,patch_size=16'")
     parser.add_argument("--cache_dir", default=None, help="datasets' cache (default: a fresh temporary folder)")
@@ -162,9 +178,12 @@ def main() -> None:
     for modality, dataset in cases:
         if a.warm_cache:
             run_one(modality, dataset, 2, workers[0], a.extra.split())
-        for w in workers:
-            rows.append(run_one(modality, dataset, a.max_steps, w, a.extra.split()))
-            print(json.dumps(rows[-1]), file=sys.stderr)
+        modes = [True, False] if a.per_batch and modality != "text" and dataset != "builtin" else [False]
+        for _ in range(a.repeats):
+            for w in workers:
+                for per_batch in modes:
+                    rows.append(run_one(modality, dataset, a.max_steps, w, a.extra.split(), per_batch))
+                    print(json.dumps(rows[-1]), file=sys.stderr)
     print_table(rows)
     print(f"load average after: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     if a.json:
