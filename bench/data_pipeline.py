@@ -7,7 +7,8 @@
 - probe: the linear probe at the end (`run_probe`);
 - other: the rest of the wall-clock (model build, first-batch check, checkpoints, saving the result).
 
-    python bench/data_pipeline.py --audio DIR --images DIR --text DIR --builtin [--max_steps 50]
+    D=/tmp/d2v-data; python bench/data_pipeline.py --write_data $D   # the folders docs/benchmarks.md measured
+    python bench/data_pipeline.py --audio $D/audio --images $D/images --text $D/text --builtin --threads 1
     python bench/data_pipeline.py --audio DIR --dataloader_num_workers 1 --dataloader_num_workers 0
     python bench/data_pipeline.py --audio DIR --images DIR --per_batch --repeats 2   # before / after, alternating
 
@@ -31,6 +32,56 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def write_data(root: Path) -> None:
+    """root/audio: 320 clips of 1-3 s (tones, chirps, noise, clicks: 4 label folders) at 16 / 22.05 / 44.1 kHz;
+    root/images: 400 64x64 RGB PNGs of the letters A-D (4 label folders) on random colours; root/text: 4 .txt files,
+    ~3.7 MB of Python's docstrings and help topics. Seeded."""
+    import importlib
+    import inspect
+
+    import numpy as np
+    import soundfile
+    from PIL import Image, ImageDraw, ImageFont
+    from pydoc_data.topics import topics
+
+    rng = np.random.default_rng(0)
+    for kind in ("tone", "chirp", "noise", "clicks"):
+        (root / "audio" / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(80):
+            rate = (16000, 22050, 44100)[i % 3]
+            t = np.arange(int(rng.uniform(1, 3) * rate)) / rate
+            wave = {"tone": lambda: np.sin(2 * np.pi * rng.uniform(200, 800) * t),
+                    "chirp": lambda: np.sin(2 * np.pi * rng.uniform(200, 400) * t * (1 + t)),
+                    "noise": lambda: rng.standard_normal(len(t)) * np.exp(-3 * t),
+                    "clicks": lambda: np.sin(2 * np.pi * 1500 * t) * np.exp(-((8 * t) % 1) / 0.04)}[kind]()
+            soundfile.write(root / "audio" / kind / f"{i:03d}.wav", (0.5 * wave / np.abs(wave).max()).astype("float32"),
+                            rate)
+    for letter in "ABCD":
+        (root / "images" / letter).mkdir(parents=True, exist_ok=True)
+        for i in range(100):
+            image = Image.new("RGB", (64, 64), tuple(int(v) for v in rng.integers(0, 256, 3)))
+            draw = ImageDraw.Draw(image)
+            draw.text(tuple(int(v) for v in rng.integers(4, 40, 2)), letter, fill=tuple(int(v) for v in
+                      rng.integers(0, 256, 3)), font=ImageFont.load_default(size=int(rng.integers(14, 28))))
+            draw.ellipse([int(v) for v in sorted(rng.integers(0, 64, 2))] * 2, outline=(0, 0, 0))
+            image.save(root / "images" / letter / f"{i:03d}.png")
+    docs = []
+    for name in sorted(sys.stdlib_module_names):
+        if name.startswith("_") or name in ("antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"):
+            continue
+        try:
+            module = importlib.import_module(name)
+        except Exception:  # not built into this Python, or no display
+            continue
+        docs += [inspect.getdoc(v) for k, v in sorted(vars(module).items()) if not k.startswith("_")]
+    text = "\n\n".join([d for d in docs if d] + [topics[k] for k in sorted(topics)])
+    while len(text) < 3_000_000:
+        text += "\n\n" + text
+    (root / "text").mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        (root / "text" / f"part{i}.txt").write_text(text[i * len(text) // 4 : (i + 1) * len(text) // 4])
 
 
 def run_one(modality: str, dataset: str, max_steps: int, workers: int, extra: list[str], per_batch: bool = False
@@ -141,7 +192,7 @@ def main() -> None:
     parser.add_argument("--images", help="an image folder")
     parser.add_argument("--text", help="a text file or folder")
     parser.add_argument("--builtin", action="store_true", help="also the three built-in datasets")
-    parser.add_argument("--max_steps", type=int, default=50)
+    parser.add_argument("--max_steps", type=int, default=30)
     parser.add_argument("--dataloader_num_workers", type=int, action="append",
                         help="repeatable: each value is run in turn (default: the trainer's default)")
     parser.add_argument("--per_batch", action="store_true", help="also run audio and image folders decoded per "
@@ -154,7 +205,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's); 1 keeps "
                         "timings stable when another process shares the cores")
     parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument("--write_data", help="write the audio / image / text folders measured into this folder, "
+                        "and stop")
     a = parser.parse_args()
+    if a.write_data:
+        write_data(Path(a.write_data))
+        return
     os.environ["HF_DATASETS_CACHE"] = a.cache_dir or tempfile.mkdtemp(prefix="d2v-data-bench-cache-")
     import datasets  # after HF_DATASETS_CACHE: it reads it on import
 

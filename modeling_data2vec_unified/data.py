@@ -16,7 +16,7 @@ labels, a `ProbeData` for a linear probe.
 Example formats: text `{"input_ids": 1-D LongTensor}` wrapped `<s> ... </s>`; vision `{"pixel_values": (C, H, W)}`;
 audio `{"input_values": (samples,)}` float32, mono, at `config.sampling_rate`, normalised per clip. Text is tokenized
 up front. Local and Hub images and audio are decoded and processed once, up front, into memory when the prepared
-examples take at most MAX_IN_MEMORY_BYTES (per batch it slowed a tiny model's steps by 4-10% on 2 CPU cores:
+examples take at most MAX_IN_MEMORY_BYTES (per batch it slowed a tiny model's steps by 3-9% on 2 CPU cores:
 docs/benchmarks.md, the data pipeline); larger data is decoded and processed per batch in `__getitems__` (DataLoader
 workers parallelise it).
 """
