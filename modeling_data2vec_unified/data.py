@@ -15,8 +15,10 @@ labels, a `ProbeData` for a linear probe.
 
 Example formats: text `{"input_ids": 1-D LongTensor}` wrapped `<s> ... </s>`; vision `{"pixel_values": (C, H, W)}`;
 audio `{"input_values": (samples,)}` float32, mono, at `config.sampling_rate`, normalised per clip. Text is tokenized
-up front; non-builtin images and audio are decoded and processed per batch in `__getitems__` (DataLoader workers
-parallelise it).
+up front. Local and Hub images and audio are decoded and processed once, up front, into memory when the prepared
+examples take at most MAX_IN_MEMORY_BYTES (per batch it slowed a tiny model's steps by 3-9% on 2 CPU cores:
+docs/benchmarks.md, the data pipeline); larger data is decoded and processed per batch in `__getitems__` (DataLoader
+workers parallelise it).
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ MAX_PER_AREA = 200  # balances the classes (internet alone has ~600 docstrings)
 MIN_WORDS = 5  # "Return self==value." says nothing about its module
 HELD_OUT_FRACTION = 0.2  # the built-in docstrings held out of pretraining for the probe (seed 0, per area)
 NUM_CHECKED = 16  # examples prepared before returning, so broken data fails before training
+# images / audio whose prepared examples (float32) take at most this are decoded and processed once, up front, and held
+# in memory (the probe's examples are the same tensors); larger data per batch. 1 GiB: 1780 RGB images at 224 px, 4.6 h
+# of audio at 16 kHz
+MAX_IN_MEMORY_BYTES = 2**30
 
 
 @dataclass
@@ -258,10 +264,20 @@ class _Audio(_Examples):
         return _normalize_clip(self.processor, wave, self.sampling_rate)
 
 
-def _all_examples(dataset: _Examples, chunk: int = 32) -> list[dict]:
-    """Every example of a dataset, prepared `chunk` at a time (few large images decoded at once)."""
-    return [e for start in range(0, len(dataset), chunk)
-            for e in dataset.__getitems__(range(start, min(start + chunk, len(dataset))))]
+def _all_examples(dataset: _Examples, indices: Sequence[int] | None = None, chunk: int = 32) -> list[dict]:
+    """Examples `indices` (None: all) of a dataset, prepared `chunk` at a time (few large images decoded at once)."""
+    indices = range(len(dataset)) if indices is None else indices
+    return [e for start in range(0, len(indices), chunk) for e in dataset.__getitems__(indices[start : start + chunk])]
+
+
+def _fits_in_memory(num_bytes: float, source: str) -> bool:
+    """Whether examples that take `num_bytes` once prepared (estimated before decoding) are prepared up front and held
+    in memory (at most MAX_IN_MEMORY_BYTES); else they are prepared per batch, which the log says."""
+    if num_bytes <= MAX_IN_MEMORY_BYTES:
+        return True
+    logger.info("%s: the prepared examples would take %.1f GiB, more than MAX_IN_MEMORY_BYTES: they are decoded per "
+                "batch (--dataloader_num_workers runs that beside the model)", source, num_bytes / 2**30)
+    return False
 
 
 # ---- loading rows ----------------------------------------------------------------------------------------------
@@ -404,16 +420,17 @@ def _columns_of(features: datasets.Features, modality: str) -> list[str]:
 
 
 def _probe(rows: datasets.Dataset, label_column: str | None, prepare, seed: int) -> ProbeData | None:
-    """Up to PROBE_SIZE labelled rows drawn with `seed`, prepared by `prepare(rows) -> list[dict]`, split 80/20.
-    Labels that are not integers (class names) are numbered in sorted order."""
+    """Up to PROBE_SIZE labelled rows drawn with `seed` (the order of `rows.shuffle(seed=seed)`), prepared by
+    `prepare(indices) -> list[dict]` (indices into `rows`), split 80/20. Labels that are not integers (class names)
+    are numbered in sorted order."""
     if label_column is None:
         return None
-    rows = rows.shuffle(seed=seed).select(range(min(PROBE_SIZE, len(rows))))
-    labels = list(rows[label_column])
+    indices = np.random.default_rng(seed).permutation(len(rows))[:PROBE_SIZE].tolist()
+    labels = list(rows.select(indices)[label_column])
     if not all(isinstance(y, (int, np.integer)) for y in labels):
         names = sorted({str(y) for y in labels})
         labels = [names.index(str(y)) for y in labels]
-    examples = [{**example, "labels": int(y)} for example, y in zip(prepare(rows), labels)]
+    examples = [{**example, "labels": int(y)} for example, y in zip(prepare(indices), labels)]
     cut = int(0.8 * len(examples))
     return ProbeData(train=examples[:cut], test=examples[cut:])
 
@@ -516,13 +533,18 @@ def _prepare_images(config, rows, column, label_column, processor, seed, source)
         first = _Images(rows.select(range(min(256, len(rows)))), column, _image_processor(config), mode)
         processor = _image_processor(config, torch.stack([e["pixel_values"] for e in _all_examples(first)]))
     train = _Images(rows, column, processor, mode)
-    _check_image_shapes(config, [e["pixel_values"] for e in train.__getitems__(range(min(NUM_CHECKED, len(train))))],
-                        source)
+    if _fits_in_memory(4 * len(train) * config.num_channels * config.image_size**2, source):  # float32 pixels
+        pixels = [e["pixel_values"] for e in _all_examples(train)]
+        _check_image_shapes(config, pixels, source)
+        train = _InMemory("pixel_values", torch.stack(pixels))  # decoded once; the probe's examples are views of it
+    else:
+        checked = train.__getitems__(range(min(NUM_CHECKED, len(train))))
+        _check_image_shapes(config, [e["pixel_values"] for e in checked], source)
     return PretrainingData(
         train=train,
         processor=processor,
         config_updates={},
-        probe=_probe(rows, label_column, lambda r: _all_examples(_Images(r, column, processor, mode)), seed),
+        probe=_probe(rows, label_column, lambda indices: _all_examples(train, indices), seed),
         description=f"{source}: {len(train)} images -> {config.num_channels}x{config.image_size}x{config.image_size}",
     )
 
@@ -602,7 +624,7 @@ def _prepare_text(
         return [{"input_ids": torch.tensor(x)} for x in encoded["input_ids"]]
 
     if probe_rows is None:
-        probe = _probe(rows, label_column, tokenize, seed)
+        probe = _probe(rows, label_column, lambda indices: tokenize(rows.select(indices)), seed)
     else:
         probe = ProbeData(*([{**e, "labels": int(y)} for e, y in zip(tokenize(part), part["label"])]
                             for part in probe_rows))
@@ -793,7 +815,8 @@ def _check_processor_rate(processor, sampling_rate: int) -> None:
 
 def _prepare_audio(config, rows, column, label_column, processor, resample, seed, source) -> PretrainingData:
     """Scans the clips' lengths and rates (file headers only), refuses or resamples other rates, drops clips shorter
-    than the conv feature encoder's receptive field, and decodes the rest lazily."""
+    than the conv feature encoder's receptive field, and decodes the rest: once, up front, when small
+    (`_in_memory_if_small`), else per batch."""
     sr, field = config.sampling_rate, config.receptive_field
     processor = processor if processor is not None else default_feature_extractor(sr)
     _check_processor_rate(processor, sr)
@@ -819,12 +842,15 @@ def _prepare_audio(config, rows, column, label_column, processor, resample, seed
                       f"field ({field} samples at {sr} Hz)", stacklevel=3)
         rows = rows.select(keep)
     train = _Audio(rows, column, processor, sr)
-    train.__getitems__(range(min(NUM_CHECKED, len(train))))  # unreadable files fail here, not in training
+    if _fits_in_memory(4 * samples[keep].sum(), source):  # float32 samples at sr: decoded once, the probe's too
+        train = _InMemory("input_values", [e["input_values"] for e in _all_examples(train)])
+    else:
+        train.__getitems__(range(min(NUM_CHECKED, len(train))))  # unreadable files fail here, not in training
     return PretrainingData(
         train=train,
         processor=processor,
         config_updates={},
-        probe=_probe(rows, label_column, lambda r: _all_examples(_Audio(r, column, processor, sr)), seed),
+        probe=_probe(rows, label_column, lambda indices: _all_examples(train, indices), seed),
         description=f"{source}: {len(train)} clips at {sr} Hz",
     )
 

@@ -278,8 +278,8 @@ def test_a_folder_of_mixed_kinds_gives_the_config_modality_its_files(image_folde
 # ---- local audio -----------------------------------------------------------------------------------------------
 
 
-def test_audio_folder_is_read_with_soundfile_lazily(tmp_path):
-    root = tmp_path / "clips"
+def write_clips(root):
+    """birds/a.wav (stereo, 0.5 s), birds/b.flac, cars/c.wav, cars/d.ogg at 16 kHz."""
     (root / "birds").mkdir(parents=True)
     (root / "cars").mkdir()
     stereo = tone(300, 0.5, 16000, channels=2)
@@ -287,6 +287,16 @@ def test_audio_folder_is_read_with_soundfile_lazily(tmp_path):
     soundfile.write(root / "birds" / "b.flac", tone(500, 0.25, 16000), 16000)
     soundfile.write(root / "cars" / "c.wav", tone(200, 0.3, 16000), 16000)
     soundfile.write(root / "cars" / "d.ogg", tone(250, 0.4, 16000), 16000)
+    return stereo
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_audio_folder_is_read_with_soundfile(tmp_path, monkeypatch, in_memory):
+    """Small data is decoded once at load; data over MAX_IN_MEMORY_BYTES is read per batch, when asked for."""
+    if not in_memory:
+        monkeypatch.setattr(d2v.data, "MAX_IN_MEMORY_BYTES", 4 * 23200 - 1)  # the 4 clips' float32 samples, less 1
+    root = tmp_path / "clips"
+    stereo = write_clips(root)
     data = load_pretraining_data(tiny_config("audio"), str(root))
     waves = all_inputs(data, "input_values")
     assert [len(w) for w in waves] == [8000, 4000, 4800, 6400]
@@ -296,8 +306,51 @@ def test_audio_folder_is_read_with_soundfile_lazily(tmp_path):
     loader = torch.utils.data.DataLoader(data.train, batch_size=2, num_workers=2,
                                          collate_fn=d2v.DataCollatorForData2VecPretraining(tiny_config("audio")))
     assert [tuple(b["input_values"].shape) for b in loader] == [(2, 4000), (2, 4800)]  # cropped to the shortest
-    soundfile.write(root / "cars" / "c.wav", tone(700, 0.6, 16000), 16000)  # read when asked for, not before
-    np.testing.assert_allclose(data.train[2]["input_values"], normalized(tone(700, 0.6, 16000)), atol=1e-4)
+    soundfile.write(root / "cars" / "c.wav", tone(700, 0.6, 16000), 16000)
+    expected = tone(200, 0.3, 16000) if in_memory else tone(700, 0.6, 16000)  # per batch: read when asked for
+    np.testing.assert_allclose(data.train[2]["input_values"], normalized(expected), atol=1e-4)
+
+
+def count_calls(monkeypatch, module, name, count=lambda *args, **kwargs: 1):
+    """Replaces module.name by a wrapper that adds count(*args) to the returned list for each call."""
+    calls, original = [], getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(count(*args, **kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_small_audio_and_image_folders_are_decoded_once(tmp_path, monkeypatch):
+    """Decoding, resampling and image processing happen at load, once per file (the probe reuses the examples), not
+    per batch: two epochs of the trainer's batches read no file and process no image (docs/benchmarks.md, the data
+    pipeline)."""
+    from modeling_data2vec_unified.trainer import Data2VecPretrainer, PretrainingArguments
+
+    reads = count_calls(monkeypatch, soundfile, "read")
+    images = count_calls(monkeypatch, d2v.data, "_process_images", lambda processor, batch: len(batch))
+    write_clips(tmp_path / "clips")
+    soundfile.write(tmp_path / "clips" / "cars" / "e.wav", tone(250, 1.0, 44100), 44100)  # resampled, once
+    write_images(tmp_path / "pets", {"cat": [(20, 20, "RGB", ".png")] * 4, "dog": [(24, 16, "RGB", ".jpg")] * 4})
+    for modality, dataset, files, prepared in [("audio", "clips", 5, reads), ("vision", "pets", 8, images)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # resampling
+            trainer = Data2VecPretrainer(PretrainingArguments(
+                modality=modality, dataset=str(tmp_path / dataset), per_device_train_batch_size=2,
+                output_dir=str(tmp_path / "out"), report_to="none", config_overrides="image_size=16,patch_size=4"
+                if modality == "vision" else None))
+        at_load = sum(prepared)  # images: the first 256 (here all) for the normalisation's statistics, then each once
+        assert at_load == (files if modality == "audio" else 2 * files)
+        batches = iter(trainer.dataloader(0))
+        for _ in range(2 * (len(trainer.data.train) // 2)):  # two epochs of batches of 2
+            next(batches)
+        assert sum(prepared) == at_load
+        key = d2v.masking.MODALITY_INPUT[modality]
+        train = [e[key] for e in trainer.data.train.__getitems__(range(files))]
+        for example in trainer.data.probe.train + trainer.data.probe.test:  # the same arrays, not copies
+            assert any(np.shares_memory(np.asarray(example[key]), np.asarray(x)) for x in train)
 
 
 def test_audio_at_another_rate_is_resampled_once_or_refused(tmp_path):

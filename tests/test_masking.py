@@ -148,6 +148,24 @@ def test_collator_outputs_per_modality():
     assert all(not m[i, n:].any() for i, n in enumerate(frames)) and len(set(m.sum(1).tolist())) == 1
 
 
+@pytest.mark.parametrize("mod", ["vision", "audio"])
+def test_collator_refuses_nan_or_inf_and_keeps_large_finite_values(mod):
+    """`check_batch` settles finiteness from the sum (one pass): a NaN, an inf, or +inf and -inf together (a NaN sum)
+    are refused; finite values whose float32 sum overflows are checked exactly, and kept."""
+    collator = d2v.DataCollatorForData2VecPretraining(tiny_config(mod), seed=0)
+    key = "pixel_values" if mod == "vision" else "input_values"
+    for bad in ([math.nan], [math.inf], [-math.inf], [math.inf, -math.inf]):
+        examples = tiny_examples(mod)
+        for i, value in enumerate(bad):
+            examples[i][key].view(-1)[5] = value
+        with pytest.raises(ValueError, match=f"{key} holds NaN or inf values"):
+            collator(examples)
+    examples = tiny_examples(mod)
+    for e in examples:
+        e[key].fill_(3e38)  # finite; their sum is inf in float32
+    assert torch.equal(collator(examples)[key], torch.full_like(collator(examples)[key], 3e38))
+
+
 def test_dataloader_workers_draw_different_masks():
     config = tiny_config("vision")
     collator = d2v.DataCollatorForData2VecPretraining(config, seed=0)
