@@ -30,16 +30,18 @@ from .masking import (
 from .modeling_data2vec import (
     MODEL_CLASSES,
     Data2VecAudioModel,
-    Data2VecCollapseError,
     Data2VecEncoder,
     Data2VecEncoderOutput,
-    Data2VecForPreTraining,
-    Data2VecForPreTrainingOutput,
     Data2VecModel,
     Data2VecModelOutput,
     Data2VecPreTrainedModel,
     Data2VecTextModel,
     Data2VecVisionModel,
+)
+from .modeling_data2vec_pretraining import (
+    Data2VecCollapseError,
+    Data2VecForPreTraining,
+    Data2VecForPreTrainingOutput,
     data2vec_targets,
     normalize_targets,
 )

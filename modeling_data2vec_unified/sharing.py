@@ -41,8 +41,8 @@ PIPELINE_TAGS = {
     "Data2VecForAudioClassification": "audio-classification",
 }
 FEATURE_PIPELINES = {"text": "feature-extraction", "vision": "image-feature-extraction", "audio": "feature-extraction"}
-# the code a checkpoint needs: the heads module and every module it reaches by relative imports
-CODE_ENTRY = "modeling_data2vec_heads.py"
+# the code a checkpoint needs: the modules auto_map names classes of, and every module they reach by relative imports
+CODE_ENTRIES = ("modeling_data2vec_heads.py", "modeling_data2vec_pretraining.py")
 
 
 def model_tags(modality: str) -> list[str]:
@@ -54,7 +54,7 @@ def auto_map(modality: str) -> dict[str, str]:
     entries = {
         "AutoConfig": "configuration_data2vec.Data2VecConfig",
         "AutoModel": f"modeling_data2vec.{BASE_CLASSES[modality]}",
-        "AutoModelForPreTraining": "modeling_data2vec.Data2VecForPreTraining",
+        "AutoModelForPreTraining": "modeling_data2vec_pretraining.Data2VecForPreTraining",
     }
     entries.update({auto: f"modeling_data2vec_heads.{cls}" for auto, cls in HEAD_AUTO_CLASSES[modality].items()})
     return entries
@@ -64,8 +64,9 @@ def code_files() -> list[Path]:
     """The source files a checkpoint carries (found next to this module: the package, or a remote-code folder)."""
     from transformers.dynamic_module_utils import get_relative_import_files
 
-    entry = Path(__file__).with_name(CODE_ENTRY)
-    return [entry, *sorted(Path(f) for f in get_relative_import_files(str(entry)))]
+    entries = [Path(__file__).with_name(name) for name in CODE_ENTRIES]
+    imported = {Path(f) for entry in entries for f in get_relative_import_files(str(entry))}
+    return [*entries, *sorted(imported - set(entries))]
 
 
 def copy_code(folder: str | Path) -> list[str]:

@@ -49,7 +49,7 @@ from transformers import HfArgumentParser, get_scheduler
 
 from .configuration_data2vec import MODALITIES, Data2VecConfig
 from .masking import MODALITY_INPUT, DataCollatorForData2VecPretraining, SeededBatch
-from .modeling_data2vec import Data2VecCollapseError, Data2VecForPreTraining
+from .modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining
 from .optimization import parameter_groups
 
 logger = logging.getLogger(__name__)

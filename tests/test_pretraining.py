@@ -363,7 +363,7 @@ def test_the_student_is_blind_at_masked_positions(modality, text_view):
 def test_instance_norm_is_over_time_in_both_branches():
     """Instance-normed targets: per example and channel, over the time (position) axis, with statistics from the real
     positions only where padding is given; the no-padding branch (audio crops, images) is the same formula."""
-    from modeling_data2vec_unified.modeling_data2vec import normalize_targets
+    from modeling_data2vec_unified.modeling_data2vec_pretraining import normalize_targets
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 9, 5, generator=g) * torch.rand(1, 1, 5, generator=g) * 4 + torch.randn(3, 1, 5, generator=g)

@@ -21,8 +21,8 @@ from modeling_data2vec_unified.conversion import example_inputs
 
 from conftest import tiny_config
 
-CODE = {"configuration_data2vec.py", "modeling_data2vec.py", "modeling_data2vec_heads.py", "ema.py", "masking.py",
-        "conversion.py", "sharing.py"}
+CODE = {"configuration_data2vec.py", "modeling_data2vec.py", "modeling_data2vec_heads.py",
+        "modeling_data2vec_pretraining.py", "ema.py", "masking.py", "conversion.py", "sharing.py"}
 
 # (class, auto class name, config overrides)
 MODELS = {
@@ -86,7 +86,8 @@ def test_saved_folders_load_with_remote_code_without_the_package(tmp_path):
         expected[name] = _outputs(model, inputs)
         assert CODE <= {p.name for p in folder.iterdir()}
         config = json.loads((folder / "config.json").read_text())
-        assert config["auto_map"][auto].split(".")[0] in {"modeling_data2vec", "modeling_data2vec_heads"}
+        assert config["auto_map"][auto].split(".")[0] in {"modeling_data2vec", "modeling_data2vec_heads",
+                                                                  "modeling_data2vec_pretraining"}
         assert config["auto_map"]["AutoConfig"] == "configuration_data2vec.Data2VecConfig"
         jobs.append((str(folder), auto))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
