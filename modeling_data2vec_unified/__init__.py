@@ -15,7 +15,8 @@ from transformers import (
 )
 
 from .configuration_data2vec import MODALITIES, MODALITY_DEFAULTS, Data2VecConfig
-from .conversion import config_from_transformers, convert_checkpoint, convert_state_dict
+from .conversion import config_from_transformers, convert_state_dict
+from .conversion_cli import convert_checkpoint
 from .ema import EMATeacher, ema_decay_at
 from .data import PretrainingData, ProbeData, load_pretraining_data
 from .masking import (

@@ -2,13 +2,13 @@
 
 A conversion is (1) a config mapping, (2) a rename table applied to every weight, (3) one structural step
 (separate query / key / value projections fused into one `qkv`), and (4) before anything is written, an
-`allclose` check of our outputs against transformers' own model on the same weights (`convert_checkpoint`).
+`allclose` check of our outputs against transformers' own model on the same weights (`conversion_cli.convert_checkpoint`,
+the `data2vec-convert` command: it imports the models, which import this module).
 A weight the table does not know is an error naming it: nothing is dropped silently.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -425,41 +425,3 @@ def max_output_difference(ours, theirs, inputs: dict) -> float:
     diffs = [(a.last_hidden_state - b.last_hidden_state).abs().max()]
     diffs += [(x - y).abs().max() for x, y in zip(a.hidden_states, b.hidden_states)]
     return float(torch.stack(diffs).max())
-
-
-def convert_checkpoint(source, destination, check: bool = True, atol: float = 1e-4, **kwargs):
-    """Write a transformers Data2Vec* checkpoint in our format, after checking that both give the same outputs."""
-    from transformers import AutoModel
-
-    from .modeling_data2vec import MODEL_CLASSES
-
-    modality = checkpoint_modality(source, **kwargs)
-    model = MODEL_CLASSES[modality].from_pretrained(source, **kwargs)
-    if check:
-        reference = AutoModel.from_pretrained(source, **_hub_kwargs(kwargs)).float()
-        diff = max_output_difference(model.float(), reference, example_inputs(model.config))
-        if diff > atol:
-            raise RuntimeError(f"converted model differs from transformers' by {diff:.2e} > {atol}; nothing written")
-        logger.info("outputs match transformers' within %.2e", diff)
-    model.save_pretrained(destination)
-    return model
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="data2vec-convert",
-        description="Convert a transformers Data2VecText/Vision/Audio checkpoint (folder or Hub id) to this "
-        "package's format, after checking that both give the same outputs.",
-    )
-    parser.add_argument("source", help="folder or Hub id, e.g. facebook/data2vec-audio-base")
-    parser.add_argument("destination", help="output folder")
-    parser.add_argument("--no-check", action="store_true", help="skip the output comparison with transformers")
-    parser.add_argument("--atol", type=float, default=1e-4)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = convert_checkpoint(args.source, args.destination, check=not args.no_check, atol=args.atol)
-    print(f"wrote {type(model).__name__} ({model.config.modality}) to {args.destination}")
-
-
-if __name__ == "__main__":
-    main()

@@ -26,6 +26,14 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_data2vec import Data2VecConfig
+from .conversion import (
+    TRANSFORMERS_MODEL_TYPES,
+    check_local_path,
+    checkpoint_modality,
+    load_from_transformers,
+    read_config_dict,
+    unreadable_weights_error,
+)
 from .masking import (
     MODALITY_INPUT,
     check_attention_mask,
@@ -647,14 +655,6 @@ class Data2VecPreTrainedModel(PreTrainedModel):
         """
         from safetensors import SafetensorError
 
-        from .conversion import (
-            TRANSFORMERS_MODEL_TYPES,
-            check_local_path,
-            load_from_transformers,
-            read_config_dict,
-            unreadable_weights_error,
-        )
-
         check_local_path(pretrained_model_name_or_path)
         config = kwargs.get("config")
         try:
@@ -883,8 +883,6 @@ def modality_dispatch(name: str, classes: dict[str, type]) -> type:
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
         if isinstance(config, Data2VecConfig):
             return pick(config.modality).from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
-        from .conversion import checkpoint_modality
-
         modality = checkpoint_modality(pretrained_model_name_or_path, **kwargs)
         return pick(modality).from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 

@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
 import modeling_data2vec_unified as d2v
-from modeling_data2vec_unified.conversion import convert_checkpoint, example_inputs, max_output_difference
+from modeling_data2vec_unified.conversion import example_inputs, max_output_difference
+from modeling_data2vec_unified.conversion_cli import convert_checkpoint
 
 from conftest import tiny_transformers_model
 
@@ -61,7 +62,7 @@ def test_converter_refuses_to_write_a_wrong_conversion(tmp_path, monkeypatch):
 def test_console_script(tmp_path):
     tiny_transformers_model("audio").save_pretrained(tmp_path / "src")
     result = subprocess.run(
-        [sys.executable, "-m", "modeling_data2vec_unified.conversion", str(tmp_path / "src"), str(tmp_path / "dst")],
+        [sys.executable, "-m", "modeling_data2vec_unified.conversion_cli", str(tmp_path / "src"), str(tmp_path / "dst")],
         capture_output=True, text=True, check=True,
     )
     assert "wrote Data2VecAudioModel (audio)" in result.stdout
@@ -101,3 +102,16 @@ def test_pytorch_bin_checkpoints_load(tmp_path):
     torch.save(theirs.state_dict(), tmp_path / "pytorch_model.bin")
     ours = d2v.Data2VecTextModel.from_pretrained(tmp_path)
     assert max_output_difference(ours, theirs, example_inputs(ours.config)) <= 1e-4
+
+
+def test_the_conversion_tables_do_not_import_the_models():
+    """No import circle: the models import `conversion` (at the top), `conversion` imports none of the models, not even
+    inside a function; `data2vec-convert` (conversion_cli) is the one place that needs both."""
+    import ast
+    from pathlib import Path
+
+    import modeling_data2vec_unified.conversion as conversion
+
+    tree = ast.parse(Path(conversion.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+    assert imported == {"configuration_data2vec"}, imported
