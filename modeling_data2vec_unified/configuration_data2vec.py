@@ -18,12 +18,21 @@ MODALITIES = ("text", "vision", "audio")
 # fields whose value names a choice, and the values they accept
 CHOICES: dict[str, tuple[str, ...]] = {
     "layer_norm_position": ("post", "pre"),
-    "relative_position_bias": ("none", "shared", "per_layer"),
+    "relative_position_bias": ("none", "shared", "per_layer", "alibi"),
     "target_layer_output": ("ffn", "block"),
     "target_layer_norm": ("instance", "layer", "none"),
     "target_final_norm": ("instance", "layer", "none"),
-    "teacher_scope": ("encoder", "model"),
+    "teacher_scope": ("encoder", "model", "model_except_feature_encoder"),
     "loss_reduction": ("channel_sum", "mean"),
+    "algorithm": ("data2vec", "data2vec2"),
+    "position_embedding_type": ("learned", "sincos"),
+    "decoder_type": ("conv_1d", "conv_2d"),
+}
+
+# the masking each modality accepts, per algorithm (`mask_type`)
+MASK_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
+    "data2vec": {"text": ("span",), "vision": ("block", "random"), "audio": ("span",)},
+    "data2vec2": {"text": ("random",), "vision": ("inverse_block", "random"), "audio": ("block", "random")},
 }
 
 # data2vec 1.0 base models (Baevski et al., 2022) and their pretraining recipes: fairseq
@@ -43,6 +52,7 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         ema_decay=0.999, ema_end_decay=0.9999, ema_anneal_end_step=300000,
         # spans of 4 tokens over ~35% of the tokens, all replaced by <mask> (data2vec text base.yaml)
         mask_prob=0.35, mask_length=4, mask_random_token_prob=0.0, mask_leave_unmasked_prob=0.0, mask_type="span",
+        use_mask_token=True,
     ),
     "vision": dict(
         # BEiT ViT-B/16 as data2vec_vision's ViT-B pretraining command (beit/README.md): pre-LN, shared relative
@@ -61,7 +71,7 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         ema_decay=0.9998, ema_end_decay=0.9998, ema_anneal_end_step=0,
         # BEiT block masking: data2vec masks 120 of the 196 patches (~60%), blocks of >= 16 patches, aspect
         # ratio log-uniform in [0.3, 1/0.3]
-        mask_prob=120 / 196, mask_length=16, mask_min_aspect=0.3, mask_type="block",
+        mask_prob=120 / 196, mask_length=16, mask_min_aspect=0.3, mask_type="block", position_embedding_type="learned",
     ),
     "audio": dict(
         # wav2vec 2.0 base layout with a layer-normed conv feature encoder and a 5-layer positional conv
@@ -79,7 +89,68 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         loss_beta=0.0, loss_reduction="channel_sum", loss_scale=None, head_layers=1, teacher_scope="encoder",
         ema_decay=0.999, ema_end_decay=0.9999, ema_anneal_end_step=30000,
         # spans of 10 frames, start probability 0.65 (about half the frames masked)
-        mask_prob=0.65, mask_length=10, mask_type="span",
+        mask_prob=0.65, mask_length=10, mask_type="span", use_mask_token=True,
+    ),
+}
+
+# what every data2vec 1.0 model shares of the fields data2vec 2.0 added
+DATA2VEC_SHARED = dict(clone_batch=1, mask_prob_adjust=0.0, pre_block_layer_norm=False, cls_loss_weight=0.0)
+
+# data2vec 2.0 base models and recipes (Baevski et al., "Efficient Self-supervised Learning with Contextualized Target
+# Representations for Vision, Speech and Language", 2022): fairseq examples/data2vec/config/v2/
+# base_{images,audio,text}_only_task.yaml, models/data2vec2.py and models/modalities/{base,images,audio,text}.py.
+# Applied over MODALITY_DEFAULTS when algorithm="data2vec2". Every modality: post-LN blocks (AltBlock with
+# layer_norm_first=False), targets = the top-K FFN outputs (ffn_targets), each instance-normed over time, averaged;
+# L2 loss summed over channels; masked positions are removed from the student and enter the decoder as N(0, 0.01)
+# noise (mask_noise_std); the student's masks are clone_batch copies per sample, one teacher pass serves them.
+DATA2VEC2_DEFAULTS: dict[str, dict] = {
+    "text": dict(
+        # RoBERTa-base layout as 1.0; dropout 0.1 everywhere (encoder_dropout, attention_dropout, post_mlp_drop)
+        layer_norm_position="post", pre_block_layer_norm=False,
+        average_top_k_layers=12, target_layer_output="ffn", target_layer_norm="instance", target_final_norm="none",
+        loss_beta=0.0, loss_reduction="channel_sum", loss_scale=1.0, teacher_scope="encoder",  # ema_encoder_only
+        ema_decay=0.9999, ema_end_decay=0.99999, ema_anneal_end_step=100000, clone_batch=8,
+        # mask_length 1: fairseq's random_masking keeps int(T * (1 - 0.48)) tokens of every row
+        mask_type="random", mask_prob=0.48, mask_length=1, mask_prob_adjust=0.0, use_mask_token=False,
+        decoder_type="conv_1d", decoder_layers=5, decoder_dim=768, decoder_kernel=9, decoder_groups=1,
+        decoder_residual=False, decoder_input_dropout=0.1, head_layers=2,  # projection_layers 2, ratio 2
+        mask_noise_std=0.01, cls_loss_weight=0.0,
+    ),
+    "vision": dict(
+        # ViT-B/16 with fixed 2-D sin-cos positions (added before masking), a CLS token without a position, a
+        # LayerNorm before the first block (the context encoder's norm), post-LN blocks without layer scale
+        layer_norm_position="post", pre_block_layer_norm=True, layer_scale_init_value=0.0,
+        relative_position_bias="none", use_absolute_position_embeddings=False, position_embedding_type="sincos",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, activation_dropout=0.0, drop_path_rate=0.0,
+        layer_norm_eps=1e-6, use_mask_token=False,
+        average_top_k_layers=10, target_layer_output="ffn", target_layer_norm="instance", target_final_norm="layer",
+        loss_beta=0.0, loss_reduction="channel_sum", loss_scale=None, teacher_scope="model",  # ema_local_encoder
+        ema_decay=0.9998, ema_end_decay=0.99999, ema_anneal_end_step=100000, clone_batch=16,
+        # inverse block masking: blocks of 3x3 patches mark what stays visible; int(196 * 0.2) = 39 visible, 157 of
+        # 196 masked; mask_prob_adjust 0.07 draws more block centres than needed, the exact count is then set
+        mask_type="inverse_block", mask_prob=0.8, mask_length=3, mask_prob_adjust=0.07,
+        decoder_type="conv_2d", decoder_layers=6, decoder_dim=768, decoder_kernel=3, decoder_groups=16,
+        decoder_residual=True, decoder_input_dropout=0.0, head_layers=1,
+        mask_noise_std=0.01,
+        # the CLS token regresses the mean of the patch targets; fairseq's weight multiplies a sum over the rows
+        # of a GPU's batch (0.01 x 512 rows at the base recipe), ours a mean over rows (docs/pretraining.md)
+        cls_loss_weight=0.01,
+    ),
+    "audio": dict(
+        # wav2vec 2.0 base conv encoder; 5 positional conv layers of kernel max(3, 95 // 5) = 19 over the full length
+        # with masked frames zeroed (encoder_zero_mask), then gathered; the front end's LayerNorm after them; ALiBi
+        # with one learned scale per head (init 1, clamped >= 0) shared by the layers
+        layer_norm_position="post", pre_block_layer_norm=False, relative_position_bias="alibi",
+        layerdrop=0.05, num_conv_pos_embeddings=5, conv_pos_kernel_size=19, use_mask_token=False,
+        average_top_k_layers=8, target_layer_output="ffn", target_layer_norm="instance", target_final_norm="none",
+        loss_beta=0.0, loss_reduction="channel_sum", loss_scale=None,
+        teacher_scope="model_except_feature_encoder",  # ema_local_encoder: false, the teacher reuses the features
+        ema_decay=0.999, ema_end_decay=0.99999, ema_anneal_end_step=75000, clone_batch=8,
+        # 1-D blocks of 5 frames around random centres; int(0.5 * T) frames masked
+        mask_type="block", mask_prob=0.5, mask_length=5, mask_prob_adjust=0.05,
+        decoder_type="conv_1d", decoder_layers=4, decoder_dim=384, decoder_kernel=7, decoder_groups=16,
+        decoder_residual=True, decoder_input_dropout=0.1, head_layers=1,
+        mask_noise_std=0.01, cls_loss_weight=0.0,
     ),
 }
 
@@ -97,6 +168,9 @@ class Data2VecConfig(PreTrainedConfig):
     model_type = "data2vec"
 
     modality: Literal["text", "vision", "audio"] = "vision"
+    # "data2vec" (1.0: the student encodes the masked input) or "data2vec2" (2.0: several masks per sample, the
+    # student encodes only the visible tokens, a conv decoder predicts the masked ones); picks the base defaults
+    algorithm: Literal["data2vec", "data2vec2"] = "data2vec"
 
     # ---- shared Transformer encoder -------------------------------------------------------------------------
     hidden_size: int | None = None
@@ -112,7 +186,10 @@ class Data2VecConfig(PreTrainedConfig):
     layer_norm_eps: float | None = None
     layer_norm_position: Literal["post", "pre"] | None = None  # post-LN: text, audio; pre-LN: vision
     layer_scale_init_value: float | None = None  # 0 disables layer scale
-    relative_position_bias: Literal["none", "shared", "per_layer"] | None = None
+    # BEiT's learned table ("shared" / "per_layer"), or ALiBi (data2vec 2.0 audio: -slope * |i - j| per head, times a
+    # learned per-head scale clamped >= 0)
+    relative_position_bias: Literal["none", "shared", "per_layer", "alibi"] | None = None
+    pre_block_layer_norm: bool | None = None  # a LayerNorm before the first block (data2vec 2.0 vision)
     initializer_range: float = 0.02
 
     # ---- text front end (RoBERTa-style embeddings) -----------------------------------------------------------
@@ -128,9 +205,12 @@ class Data2VecConfig(PreTrainedConfig):
     image_size: int | None = None
     patch_size: int | None = None
     num_channels: int | None = None
-    use_mask_token: bool | None = None
+    use_mask_token: bool | None = None  # 1.0: a learned token replaces masked patches / frames (2.0 removes them)
     use_absolute_position_embeddings: bool | None = None
     use_mean_pooling: bool | None = None  # pooler = LayerNorm(mean of patches); else final LayerNorm + CLS
+    # absolute positions of the patches: "learned" (present when use_absolute_position_embeddings) or "sincos" (fixed
+    # 2-D sin-cos, MAE's; data2vec 2.0), added to the patches before masking; the CLS token gets none
+    position_embedding_type: Literal["learned", "sincos"] | None = None
 
     # ---- audio front end (wav2vec2-style conv feature encoder) -----------------------------------------------
     conv_dim: list[int] | tuple[int, ...] | None = None
@@ -156,7 +236,8 @@ class Data2VecConfig(PreTrainedConfig):
     # and audio); "mean": averaged over masked positions and channels, times loss_scale (data2vec_vision)
     loss_reduction: Literal["channel_sum", "mean"] | None = None
     loss_scale: float | None = None  # None: 1 / sqrt(hidden_size) with "channel_sum", 1 with "mean"
-    head_layers: int | None = None  # 1: Linear(D, D); 2: Linear(D, 2D)-GELU-Linear(2D, D)
+    # 1.0's head / 2.0's projection after the decoder: 1: Linear(d, D); 2: Linear(d, 2d)-GELU-Linear(2d, D)
+    head_layers: int | None = None
     teacher_scope: Literal["encoder", "model"] | None = None  # what the EMA teacher averages
     ema_decay: float | None = None  # decay at update 0
     ema_end_decay: float | None = None  # decay from `ema_anneal_end_step` on
@@ -169,6 +250,19 @@ class Data2VecConfig(PreTrainedConfig):
     mask_random_token_prob: float | None = None  # text: of the selected tokens, replaced by a random token
     mask_leave_unmasked_prob: float | None = None  # text: of the selected tokens, left unchanged
     min_target_var: float = 0.1  # collapse check thresholds (fairseq data2vec's defaults)
+
+    # ---- data2vec 2.0 ------------------------------------------------------------------------------------------------
+    clone_batch: int | None = None  # masked copies of each sample (one teacher pass serves them all); 1.0: 1
+    mask_prob_adjust: float | None = None  # block masks: extra share of block centres drawn before the exact count is set
+    mask_noise_std: float | None = None  # masked positions enter the decoder as N(0, std) noise
+    decoder_type: Literal["conv_1d", "conv_2d"] | None = None  # conv over time / over the patch grid
+    decoder_layers: int | None = None
+    decoder_dim: int | None = None
+    decoder_kernel: int | None = None
+    decoder_groups: int | None = None
+    decoder_residual: bool | None = None  # each layer adds its input where the shapes match
+    decoder_input_dropout: float | None = None
+    cls_loss_weight: float | None = None  # vision: the CLS output regresses the mean target (a mean over rows)
     min_pred_var: float = 0.01
 
     # ---- fine-tuning heads (transformers' names and defaults) ------------------------------------------------------
@@ -186,9 +280,13 @@ class Data2VecConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}; got {self.modality!r}")
-        defaults = MODALITY_DEFAULTS[self.modality]
+        if self.algorithm not in CHOICES["algorithm"]:
+            raise ValueError(f"algorithm must be one of {CHOICES['algorithm']}; got {self.algorithm!r}")
+        defaults = {**MODALITY_DEFAULTS[self.modality], **DATA2VEC_SHARED}
+        if self.algorithm == "data2vec2":
+            defaults.update(DATA2VEC2_DEFAULTS[self.modality])
         if self.average_top_k_layers is None and self.num_hidden_layers is not None:
-            self.average_top_k_layers = default_top_k(self.modality, self.num_hidden_layers)
+            self.average_top_k_layers = default_top_k(self.modality, self.num_hidden_layers, self.algorithm)
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -202,11 +300,17 @@ class Data2VecConfig(PreTrainedConfig):
     def validate_architecture(self):
         """Checked by `@strict` after construction: inconsistent settings fail here, naming the fix."""
         for name, allowed in CHOICES.items():
+            if getattr(self, name) is None and name in ("position_embedding_type", "decoder_type"):
+                continue  # another modality's field / a data2vec 2.0 field on a 1.0 config
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
-        allowed = ("block", "random") if self.modality == "vision" else ("span",)
+        allowed = MASK_TYPES[self.algorithm][self.modality]
         if self.mask_type not in allowed:
-            raise ValueError(f"mask_type for {self.modality} must be one of {allowed}; got {self.mask_type!r}")
+            raise ValueError(
+                f"mask_type for {self.modality} ({self.algorithm}) must be one of {allowed}; got {self.mask_type!r}"
+            )
+        if self.algorithm == "data2vec2":
+            self._validate_data2vec2()
         if self.head_layers not in (1, 2):
             raise ValueError(f"head_layers must be 1 or 2; got {self.head_layers}")
         if self.hidden_size % self.num_attention_heads != 0:
@@ -235,6 +339,41 @@ class Data2VecConfig(PreTrainedConfig):
             raise ValueError(
                 f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
             )
+
+    def _validate_data2vec2(self) -> None:
+        missing = [n for n in ("clone_batch", "decoder_type", "decoder_dim", "decoder_layers", "mask_noise_std")
+                   if getattr(self, n) is None]
+        if missing:
+            raise ValueError(
+                f"algorithm='data2vec2' needs {missing}: build the config with Data2VecConfig(algorithm='data2vec2', "
+                "...) so the data2vec 2.0 defaults fill them, rather than setting algorithm on a 1.0 config"
+            )
+        if self.clone_batch < 1:
+            raise ValueError(f"clone_batch must be >= 1 (masked copies per sample); got {self.clone_batch}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(
+                f"data2vec 2.0 needs 0 < mask_prob < 1 (some tokens masked, some visible); got {self.mask_prob}"
+            )
+        if self.mask_type in ("block", "inverse_block") and self.mask_length < 1:
+            raise ValueError(f"mask_length (block size) must be >= 1; got {self.mask_length}")
+        if self.decoder_dim % self.decoder_groups or self.hidden_size % self.decoder_groups:
+            raise ValueError(
+                f"decoder_groups ({self.decoder_groups}) must divide decoder_dim ({self.decoder_dim}) and hidden_size "
+                f"({self.hidden_size})"
+            )
+        if self.decoder_layers < 1:
+            raise ValueError(f"decoder_layers must be >= 1; got {self.decoder_layers}")
+        want = "conv_2d" if self.modality == "vision" else "conv_1d"
+        if self.decoder_type != want:
+            raise ValueError(f"decoder_type for {self.modality} must be {want!r}; got {self.decoder_type!r}")
+        if self.teacher_scope == "model_except_feature_encoder" and self.modality != "audio":
+            raise ValueError("teacher_scope='model_except_feature_encoder' is for audio (the conv feature encoder)")
+        if self.relative_position_bias == "alibi" and self.modality == "vision":
+            raise ValueError("relative_position_bias='alibi' is 1-D (text, audio); vision uses 'shared' or 'none'")
+        if self.use_mask_token:
+            raise ValueError("data2vec 2.0 removes masked tokens from the student: use_mask_token must be False")
+        if self.position_embedding_type == "sincos" and self.hidden_size % 4:
+            raise ValueError(f"2-D sin-cos positions need hidden_size divisible by 4; got {self.hidden_size}")
 
     @property
     def num_feat_extract_layers(self) -> int:
@@ -273,13 +412,13 @@ class Data2VecConfig(PreTrainedConfig):
         return 1.0 / math.sqrt(self.hidden_size) if self.loss_reduction == "channel_sum" else 1.0
 
 
-def default_top_k(modality: str, num_hidden_layers: int) -> int:
+def default_top_k(modality: str, num_hidden_layers: int, algorithm: str = "data2vec") -> int:
     """The default `average_top_k_layers` for an encoder of `num_hidden_layers`: the base model's K (vision 6, text 10,
     audio 8) from 12 layers up (deeper models keep it: data2vec_vision's ViT-L averages its top 6 of 24); below 12, the
     same share of the layers, round(K * layers / 12), at least 1."""
-    base = MODALITY_DEFAULTS[modality]
+    base = {**MODALITY_DEFAULTS[modality], **(DATA2VEC2_DEFAULTS[modality] if algorithm == "data2vec2" else {})}
     depth = min(num_hidden_layers, base["num_hidden_layers"])
     return max(1, int(base["average_top_k_layers"] * depth / base["num_hidden_layers"] + 0.5))
 
 
-__all__ = ["Data2VecConfig", "MODALITY_DEFAULTS", "MODALITIES", "default_top_k"]
+__all__ = ["DATA2VEC2_DEFAULTS", "Data2VecConfig", "MODALITY_DEFAULTS", "MODALITIES", "default_top_k"]

@@ -7,6 +7,7 @@ annealed linearly from `ema_decay` to `ema_end_decay` over `ema_anneal_end_step`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 
@@ -24,18 +25,39 @@ def ema_decay_at(num_updates: int, start: float, end: float, anneal_end_step: in
     return start + (end - start) * num_updates / anneal_end_step
 
 
+@contextlib.contextmanager
+def _without(module: nn.Module, names: tuple[str, ...]):
+    """`module` with the submodules at the dotted `names` set to None for the duration, then restored."""
+    saved = []
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        saved.append((parent, child, getattr(parent, child)))
+        setattr(parent, child, None)
+    try:
+        yield
+    finally:
+        for parent, child, value in saved:
+            setattr(parent, child, value)
+
+
 class EMATeacher(nn.Module):
     """A frozen fp32 copy of `source` that follows it by EMA.
 
-    The copy never receives gradients and stays in eval mode (no dropout, no layer drop) whatever
+    `exclude`: dotted names of submodules of `source` the teacher neither copies nor averages (data2vec 2.0 audio:
+    the conv feature encoder, whose features the teacher takes from the student). The copy never receives
+    gradients and stays in eval mode (no dropout, no layer drop) whatever
     `train()` is called with. `update(source)` is one fused `torch._foreach_lerp_` over parameter lists
     built on the first update (no host sync, also when `skip` is a device tensor); the update count travels in
     `state_dict()` (as extra state) with the weights, and in the safetensors file of `save` / `load`.
     """
 
-    def __init__(self, source: nn.Module, decay: float, end_decay: float, anneal_end_step: int):
+    def __init__(self, source: nn.Module, decay: float, end_decay: float, anneal_end_step: int,
+                 exclude: tuple[str, ...] = ()):
         super().__init__()
-        self.model = copy.deepcopy(source).float().requires_grad_(False)
+        self.exclude = tuple(exclude)
+        with _without(source, self.exclude):  # the excluded submodules are neither copied nor averaged
+            self.model = copy.deepcopy(source).float().requires_grad_(False)
         self.decay_start, self.decay_end, self.anneal_end_step = decay, end_decay, anneal_end_step
         self.num_updates = 0
         self._source_id: int | None = None
@@ -56,7 +78,8 @@ class EMATeacher(nn.Module):
     def _parameter_pairs(self, source: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         if self._pairs is None or self._source_id != id(source):
             ours = dict(self.model.named_parameters())
-            theirs = dict(source.named_parameters())
+            theirs = {n: p for n, p in source.named_parameters()
+                      if not any(n == e or n.startswith(e + ".") for e in self.exclude)}
             if ours.keys() != theirs.keys():
                 raise ValueError(
                     "the EMA source does not have the teacher's parameters: "

@@ -186,6 +186,94 @@ def time_span_mask(
     return mask
 
 
+# ---- data2vec 2.0: exact counts, every row of a batch the same ------------------------------------------------
+
+
+def num_visible(config: Data2VecConfig, num_tokens: int) -> int:
+    """data2vec 2.0: tokens each masked copy keeps of `num_tokens`, fairseq's exact counts: "random" keeps
+    int(T * (1 - p)) (`random_masking`'s len_keep), "inverse_block" keeps int(T * (1 - p)) (`compute_block_mask_2d`
+    with inverse_mask: 39 of 196 at p = 0.8), "block" masks int(T * p) (`compute_block_mask_1d`). The student encodes
+    this many tokens per copy: a function of the config and T alone, so the model never reads a mask back."""
+    T, p = num_tokens, config.mask_prob
+    keep = T - int(T * p) if config.mask_type == "block" else int(T * (1 - p))
+    if keep < 1:
+        raise ValueError(
+            f"mask_prob={p} leaves no visible token of {T} ({config.mask_type} masking keeps {keep}): the student must "
+            f"see something; lower mask_prob or use longer inputs"
+        )
+    if keep >= T:
+        raise ValueError(
+            f"mask_prob={p} masks no token of {T} ({config.mask_type} masking keeps all): nothing to predict; raise "
+            f"mask_prob or use longer inputs"
+        )
+    return keep
+
+
+def _exactly(marked: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Each row of (R, T) bool `marked` brought to exactly `count` True: surplus ones dropped at random, missing ones
+    added at random among the rest (fairseq's require_same_masks step, drawn without replacement)."""
+    score = marked + rng.random(marked.shape)  # marked positions first, in random order
+    top = np.argpartition(-score, count - 1, axis=1)[:, :count] if count > 0 else np.zeros((len(marked), 0), int)
+    out = np.zeros_like(marked, dtype=bool)
+    np.put_along_axis(out, top, True, axis=1)
+    return out
+
+
+def block_masks_2d(grid: tuple[int, int], rows: int, share: float, block: int, adjust: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(rows, h * w) bool: square blocks of `block` x `block` patches around int(N * (share + adjust) / block^2) random
+    centres (clipped at the borders), then exactly int(N * share) patches (fairseq's `compute_block_mask_2d`)."""
+    h, w = grid
+    N = h * w
+    marked = np.zeros((rows, h, w), dtype=bool)
+    centres = int(N * (share + adjust) / block**2)
+    if centres > 0:
+        c = rng.integers(0, N, (rows, centres))
+        offset = np.arange(block) - block // 2
+        r = np.clip((c // w)[:, :, None, None] + offset[:, None], 0, h - 1)  # (rows, centres, block, 1)
+        q = np.clip((c % w)[:, :, None, None] + offset[None, :], 0, w - 1)  # (rows, centres, 1, block)
+        r, q = np.broadcast_arrays(r, q)
+        marked[np.arange(rows)[:, None, None, None], r, q] = True
+    return _exactly(marked.reshape(rows, N), int(N * share), rng)
+
+
+def block_masks_1d(num_tokens: int, rows: int, share: float, span: int, adjust: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(rows, T) bool: spans of `span` tokens around int(T * (share + adjust) / span) random centres (clipped at the
+    ends), then exactly int(T * share) tokens (fairseq's `compute_block_mask_1d`)."""
+    T = num_tokens
+    marked = np.zeros((rows, T), dtype=bool)
+    centres = int(T * (share + adjust) / span)
+    if centres > 0:
+        c = rng.integers(0, T, (rows, centres))
+        idx = np.clip(c[:, :, None] + (np.arange(span) - span // 2), 0, T - 1).reshape(rows, -1)
+        np.put_along_axis(marked, idx, True, axis=1)
+    return _exactly(marked, int(T * share), rng)
+
+
+def data2vec2_masks(config: Data2VecConfig, num_rows: int, num_tokens: int, rng: np.random.Generator,
+                    grid: tuple[int, int] | None = None, real: np.ndarray | None = None) -> np.ndarray:
+    """(num_rows, T) bool masks (True = masked) for data2vec 2.0, each hiding exactly T - `num_visible` tokens.
+    `real` (num_rows, T) marks non-padding tokens: masks are drawn over the padded length (the count is then the
+    same for every row, as fairseq's text masking does), and a row whose visible tokens are all padding swaps one
+    for a real token."""
+    c, T = config, num_tokens
+    keep = num_visible(c, T)
+    if c.mask_type == "inverse_block":  # blocks mark what stays visible
+        grid = grid or (1, T)
+        mask = ~block_masks_2d(grid, num_rows, 1 - c.mask_prob, c.mask_length, c.mask_prob_adjust, rng)
+    elif c.mask_type == "block":
+        mask = block_masks_1d(T, num_rows, c.mask_prob, c.mask_length, c.mask_prob_adjust, rng)
+    else:  # random: a uniform choice of the visible tokens
+        mask = ~_exactly(np.zeros((num_rows, T), dtype=bool), keep, rng)
+    if real is not None:
+        blind = ~(real & ~mask).any(1) & real.any(1)
+        for row in np.flatnonzero(blind):
+            mask[row, rng.choice(np.flatnonzero(real[row]))] = False
+            mask[row, rng.choice(np.flatnonzero(~mask[row] & ~real[row]))] = True
+    return mask
+
+
 # ---- the collator ------------------------------------------------------------------------------------------
 
 MODALITY_INPUT = {"text": "input_ids", "vision": "pixel_values", "audio": "input_values"}
@@ -379,13 +467,16 @@ def num_masked_patches(config: Data2VecConfig, grid: tuple[int, int]) -> int:
 
 def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict[str, torch.Tensor]:
     """The modality's masks for a padded batch: what the collator adds, and what
-    `Data2VecForPreTraining.forward` draws when no mask is passed. Text also gets `masked_input_ids`."""
+    `Data2VecForPreTraining.forward` draws when no mask is passed. Text also gets `masked_input_ids` (1.0).
+    data2vec 2.0: `clone_batch` masks per example, (batch, clone_batch, tokens)."""
     c = config
     attention = batch.get("attention_mask")
     if attention is not None:  # the host copy the mask is drawn from: checking it costs no extra device sync
         attention = attention.cpu()
         values = batch[MODALITY_INPUT[c.modality]]
         check_attention_mask(attention, values.shape, c.receptive_field if c.modality == "audio" else 1)
+    if c.algorithm == "data2vec2":
+        return _draw_data2vec2(c, rng, attention, batch)
     if c.modality == "text":
         ids = batch["input_ids"].cpu()
         check_token_ids(ids, "input_ids", c.vocab_size, c.pad_token_id)
@@ -414,6 +505,28 @@ def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict
     frames = [c.num_audio_frames(int(n)) for n in samples]
     mask = time_span_mask(frames, c.num_audio_frames(values.shape[1]), c.mask_prob, c.mask_length, rng)
     return {"mask_time_indices": torch.from_numpy(mask)}
+
+
+def _draw_data2vec2(c: Data2VecConfig, rng: np.random.Generator, attention: torch.Tensor | None, batch) -> dict:
+    values = batch[MODALITY_INPUT[c.modality]]
+    B, grid, real = len(values), None, None
+    if c.modality == "vision":
+        check_pixel_layout(values, c.num_channels)
+        grid = (values.shape[-2] // c.patch_size, values.shape[-1] // c.patch_size)
+        T = grid[0] * grid[1]
+    elif c.modality == "text":
+        check_token_ids(values.cpu(), "input_ids", c.vocab_size, c.pad_token_id)
+        T = values.shape[1]
+        real = None if attention is None else attention.numpy().astype(bool)
+    else:
+        T = c.num_audio_frames(values.shape[1])
+        if attention is not None:
+            frames = c.num_audio_frames(attention.sum(1))
+            real = (torch.arange(T)[None, :] < frames[:, None]).numpy()
+    if real is not None:
+        real = np.repeat(real, c.clone_batch, axis=0)
+    mask = data2vec2_masks(c, B * c.clone_batch, T, rng, grid, real)
+    return {MASK_INPUT[c.modality]: torch.from_numpy(mask).reshape(B, c.clone_batch, T)}
 
 
 # ---- input checks ------------------------------------------------------------------------------------------
@@ -561,6 +674,9 @@ def check_batch(config: Data2VecConfig, batch: Mapping[str, torch.Tensor | None]
     if mask is None:
         return
     mask = mask.bool()
+    if config.algorithm == "data2vec2":
+        _check_data2vec2_mask(config, values, attention, mask)
+        return
     if config.modality == "text":
         real = attention.bool() if attention is not None else torch.ones_like(mask)
         if mask.shape != values.shape:
@@ -597,8 +713,50 @@ def check_batch(config: Data2VecConfig, batch: Mapping[str, torch.Tensor | None]
         )
 
 
+
+def _check_data2vec2_mask(config: Data2VecConfig, values: torch.Tensor, attention, mask: torch.Tensor) -> None:
+    name = MASK_INPUT[config.modality]
+    if config.modality == "vision":
+        T = (values.shape[-2] // config.patch_size) * (values.shape[-1] // config.patch_size)
+    elif config.modality == "audio":
+        T = config.num_audio_frames(values.shape[1])
+    else:
+        T = values.shape[1]
+    want = (values.shape[0], config.clone_batch, T)
+    if tuple(mask.shape) != want:
+        raise ValueError(
+            f"data2vec 2.0 takes {name} as (batch, clone_batch, tokens) = {want}, one mask per copy of each example; "
+            f"got {tuple(mask.shape)} (DataCollatorForData2VecPretraining(config) draws them)"
+        )
+    keep = num_visible(config, T)
+    counts = (~mask).sum(-1)
+    if (counts != keep).any():
+        raise ValueError(
+            f"every data2vec 2.0 mask must leave exactly {keep} of {T} tokens visible (the student encodes the same "
+            f"number per copy; config mask_type={config.mask_type!r}, mask_prob={config.mask_prob}); got visible "
+            f"counts {sorted(set(counts.flatten().tolist()))[:5]}"
+        )
+    if attention is not None:
+        if config.modality == "audio":
+            frames = config.num_audio_frames(attention.long().sum(1).cpu())
+            real = torch.arange(T)[None, :] < frames[:, None]
+        else:
+            real = attention.bool().cpu()
+        seen = (real[:, None].to(mask.device) & ~mask).any(-1)  # (B, clone_batch)
+        if not seen.all():
+            rows = sorted({int(i) for i in (~seen).nonzero()[:, 0]})
+            raise ValueError(
+                f"a data2vec 2.0 mask hides every real token of example(s) {rows[:5]}: the student sees only padding "
+                f"there; use the collator's masks, which keep a real token visible"
+            )
+
+
 __all__ = [
     "DataCollatorForData2VecPretraining",
+    "block_masks_1d",
+    "block_masks_2d",
+    "data2vec2_masks",
+    "num_visible",
     "SeededBatch",
     "block_mask",
     "check_attention_mask",

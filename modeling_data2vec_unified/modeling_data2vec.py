@@ -12,6 +12,7 @@ Conventions, stated once:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -112,6 +113,56 @@ class Data2VecRelativePositionBias(nn.Module):
             return table[index].permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, H, T, T)
         index = index[position_index[:, :, None], position_index[:, None, :]]  # (B, T', T')
         return table[index].permute(0, 3, 1, 2).contiguous()  # (B, H, T', T')
+
+
+def alibi_slopes(num_heads: int) -> list[float]:
+    """ALiBi's per-head slopes (Press et al., 2022): the geometric sequence 2^(-8/n), 2^(-16/n), ... for n a power of
+    two; otherwise those of the nearest lower power of two, then every other slope of the next power (fairseq's
+    `get_alibi`)."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        return power_of_two(num_heads)
+    closest = 2 ** math.floor(math.log2(num_heads))
+    return power_of_two(closest) + alibi_slopes(2 * closest)[0::2][: num_heads - closest]
+
+
+class Data2VecALiBi(nn.Module):
+    """ALiBi attention bias, symmetric (data2vec 2.0 audio): bias[h, i, j] = -scale[h] * slope[h] * |i - j|, with a
+    learned per-head `scale` (init 1, clamped >= 0 in use) shared by every layer."""
+
+    def __init__(self, config: Data2VecConfig):
+        super().__init__()
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(config.num_attention_heads)), persistent=False)
+        self.scale = nn.Parameter(torch.ones(config.num_attention_heads))
+
+    def forward(self, num_tokens: int, position_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Bias (1, heads, T, T), or (B, heads, T', T') between the tokens at `position_index` (B, T')."""
+        if position_index is None:
+            position_index = torch.arange(num_tokens, device=self.scale.device)[None]  # (1, T)
+        distance = (position_index[:, :, None] - position_index[:, None, :]).abs()  # (B, T', T')
+        slope = self.slopes * self.scale.clamp(min=0)  # (H,)
+        return -slope[None, :, None, None] * distance[:, None].to(slope.dtype)  # (B, H, T', T')
+
+
+def sincos_2d(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos positions of an (h, w) patch grid, (h * w, dim) row-major (MAE's `get_2d_sincos_pos_embed`,
+    used by data2vec 2.0): the first dim / 2 channels encode the column, the last dim / 2 the row; each half is
+    [sin(p * w_k), cos(p * w_k)] with w_k = 10000^(-k / (dim / 4)), k < dim / 4."""
+    h, w = grid
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1) * omega[None]  # (h*w, dim/4)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()  # (h*w, dim)
 
 
 class Data2VecAttention(nn.Module):
@@ -225,8 +276,9 @@ class Data2VecEncoder(nn.Module):
     """The Transformer encoder every modality shares. It never asks which modality it serves.
 
     It can run on a subset of a sequence's tokens (data2vec 2.0 encodes only the visible ones): pass the
-    kept tokens and, for the relative position bias, `position_index` (B, T'), each token's position in
-    the full sequence.
+    kept tokens and, for the relative position bias or ALiBi, `position_index` (B, T'), each token's position in
+    the full sequence. `hidden_states` at the input of the first block are included after the optional pre-block
+    LayerNorm (`config.pre_block_layer_norm`).
     """
 
     def __init__(self, config: Data2VecConfig):
@@ -234,6 +286,9 @@ class Data2VecEncoder(nn.Module):
         self.config = config
         shared = config.relative_position_bias == "shared"
         self.relative_position_bias = Data2VecRelativePositionBias(config) if shared else None
+        self.alibi = Data2VecALiBi(config) if config.relative_position_bias == "alibi" else None
+        pre_norm = config.pre_block_layer_norm
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if pre_norm else None
         rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()  # stochastic depth decay
         self.layers = nn.ModuleList([Data2VecLayer(config, drop_path=rate) for rate in rates])
         self.layerdrop = config.layerdrop
@@ -247,10 +302,15 @@ class Data2VecEncoder(nn.Module):
         output_hidden_states: bool = False,
         output_ffn_outputs: bool = False,
     ) -> Data2VecEncoderOutput:
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
         attn_bias = padding_to_attn_bias(attention_mask, hidden_states.dtype)
         if self.relative_position_bias is not None:
             shared = self.relative_position_bias(grid, position_index).to(hidden_states.dtype)
             attn_bias = shared if attn_bias is None else shared + attn_bias
+        if self.alibi is not None:
+            alibi = self.alibi(hidden_states.shape[1], position_index).to(hidden_states.dtype)
+            attn_bias = alibi if attn_bias is None else alibi + attn_bias
         all_hidden = [hidden_states] if output_hidden_states else None
         ffn_outputs = [] if output_ffn_outputs else None
         for layer in self.layers:
@@ -280,6 +340,14 @@ class FrontEndOutput:
     attention_mask: torch.Tensor | None = None  # (B, T) bool, True = real token; None = no padding
     grid: tuple[int, int] | None = None  # vision: patch grid (h, w), for the relative position bias
     extract_features: torch.Tensor | None = None  # audio: normalised conv features before the projection
+    # data2vec 2.0: each kept token's position in the full sequence (B, T'), prefix tokens included; None: all kept
+    position_index: torch.Tensor | None = None
+
+
+def gather_tokens(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The `keep` (B, K) positions of each row of (B, T, ...) `x`: (B, K, ...)."""
+    index = keep.reshape(*keep.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+    return x.gather(1, index)
 
 
 def _check_not_empty(name: str, tensor: torch.Tensor) -> None:
@@ -337,10 +405,22 @@ class Data2VecTextEmbeddings(nn.Module):
         x = self.dropout(self.layer_norm(x))  # (B, T, D)
         return FrontEndOutput(x, attention_mask.bool() if attention_mask is not None else None)
 
+    tokens = forward  # the whole front end runs once per sample (positions are learned, in the front end)
+
+    def contextualize(self, front: FrontEndOutput, mask: torch.Tensor | None = None,
+                      keep: torch.Tensor | None = None) -> FrontEndOutput:
+        """Per masked copy: nothing for 1.0 (text masks the ids, before `tokens`); data2vec 2.0 keeps only the
+        `keep` (B, K) tokens of each row."""
+        if keep is None:
+            return front
+        mask = gather_tokens(front.attention_mask, keep) if front.attention_mask is not None else None
+        return FrontEndOutput(gather_tokens(front.hidden_states, keep), mask, position_index=keep)
+
 
 class Data2VecVisionEmbeddings(nn.Module):
-    """BEiT-style patch embedding: non-overlapping patches -> linear projection, a CLS token in front,
-    masked patches replaced by a learned mask token, optional absolute position embeddings."""
+    """BEiT-style patch embedding: non-overlapping patches -> linear projection (+ fixed sin-cos positions, data2vec
+    2.0), masked patches replaced by a learned mask token (1.0) or removed (2.0), a CLS token in front, optional
+    learned absolute position embeddings."""
 
     def __init__(self, config: Data2VecConfig):
         super().__init__()
@@ -357,6 +437,8 @@ class Data2VecVisionEmbeddings(nn.Module):
             self.position_embeddings = nn.Parameter(torch.zeros(1, num_patches + 1, config.hidden_size))
         else:
             self.position_embeddings = None
+        self.sincos = config.position_embedding_type == "sincos"
+        self._sincos_cache: dict[tuple, torch.Tensor] = {}
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def _position_embeddings(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -368,7 +450,8 @@ class Data2VecVisionEmbeddings(nn.Module):
         patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
 
-    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None) -> FrontEndOutput:
+    def tokens(self, pixel_values: torch.Tensor) -> FrontEndOutput:
+        """Once per sample: patches (B, N, D) (+ fixed sin-cos positions, added before masking)."""
         if pixel_values.dim() != 4:
             raise ValueError(
                 f"pixel_values must be (batch, channels, height, width); got shape {tuple(pixel_values.shape)}"
@@ -388,7 +471,23 @@ class Data2VecVisionEmbeddings(nn.Module):
         x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (B, D, h, w)
         grid = (x.shape[2], x.shape[3])
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
-        if bool_masked_pos is not None:
+        if self.sincos:
+            x = x + self._sincos(grid, x)
+        return FrontEndOutput(x, None, grid=grid)
+
+    def _sincos(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        key = (grid, like.device, like.dtype)
+        if key not in self._sincos_cache:
+            self._sincos_cache[key] = sincos_2d(grid, like.shape[-1]).to(like.device, like.dtype)
+        return self._sincos_cache[key]
+
+    def contextualize(self, front: FrontEndOutput, bool_masked_pos: torch.Tensor | None = None,
+                      keep: torch.Tensor | None = None) -> FrontEndOutput:
+        """Per masked copy: 1.0 replaces the masked patches by the mask token; data2vec 2.0 keeps only the `keep`
+        (B, K) patches of each row. Then the CLS token in front (and learned positions, where configured)."""
+        x, grid = front.hidden_states, front.grid
+        B = x.shape[0]
+        if bool_masked_pos is not None and keep is None:
             if self.mask_token is None:
                 raise ValueError("bool_masked_pos needs a mask token: build the model with use_mask_token=True")
             if bool_masked_pos.shape != x.shape[:2]:
@@ -398,10 +497,18 @@ class Data2VecVisionEmbeddings(nn.Module):
                 )
             w = bool_masked_pos.unsqueeze(-1).to(x.dtype)
             x = x * (1 - w) + self.mask_token.to(x.dtype) * w
+        position_index = None
+        if keep is not None:
+            x = gather_tokens(x, keep)  # (B, K, D)
+            position_index = F.pad(keep + 1, (1, 0))  # the CLS token is position 0
         x = torch.cat([self.cls_token.expand(B, -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + N, D)
         if self.position_embeddings is not None:
-            x = x + self._position_embeddings(grid)
-        return FrontEndOutput(self.dropout(x), None, grid=grid)
+            positions = self._position_embeddings(grid)  # (1, 1 + N, D)
+            x = x + (positions if position_index is None else positions[0][position_index])
+        return FrontEndOutput(self.dropout(x), None, grid=grid, position_index=position_index)
+
+    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None) -> FrontEndOutput:
+        return self.contextualize(self.tokens(pixel_values), bool_masked_pos)
 
 
 class Data2VecAudioConvLayer(nn.Module):
@@ -455,7 +562,7 @@ class Data2VecAudioFrontEnd(nn.Module):
         self.feature_layer_norm = nn.LayerNorm(config.conv_dim[-1], eps=config.layer_norm_eps)
         self.feature_projection = nn.Linear(config.conv_dim[-1], config.hidden_size)
         self.feature_dropout = nn.Dropout(config.feat_proj_dropout)
-        self.mask_embedding = nn.Parameter(torch.zeros(config.hidden_size))
+        self.mask_embedding = nn.Parameter(torch.zeros(config.hidden_size)) if config.use_mask_token else None
         self.pos_conv = nn.Sequential(
             *[Data2VecAudioPositionalConvLayer(config) for _ in range(config.num_conv_pos_embeddings)]
         )
@@ -474,15 +581,12 @@ class Data2VecAudioFrontEnd(nn.Module):
             x = conv(x)
         return self.feature_layer_norm(x.transpose(1, 2))  # (B, T, C)
 
-    def forward(
-        self,
-        input_values: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        mask_time_indices: torch.Tensor | None = None,
-        features: torch.Tensor | None = None,
+    def tokens(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None, features: torch.Tensor | None = None
     ) -> FrontEndOutput:
-        """`features`: this input's conv features when already computed (pretraining shares them between the
-        student's masked view and the teacher's unmasked one)."""
+        """Once per sample: conv features -> projection (B, T, D) and the frame padding mask. `features`: this input's
+        conv features when already computed (1.0 pretraining shares them between the student's masked view and the
+        teacher's unmasked one)."""
         if input_values.dim() != 2:
             hint = " (drop the channel axis: mono audio is (batch, samples))" if input_values.dim() == 3 else ""
             raise ValueError(
@@ -506,18 +610,42 @@ class Data2VecAudioFrontEnd(nn.Module):
         frame_mask = None
         if attention_mask is not None:
             frame_mask = self.frame_attention_mask(attention_mask, x.shape[1])
+        return FrontEndOutput(x, frame_mask, extract_features=features)
+
+    def contextualize(self, front: FrontEndOutput, mask_time_indices: torch.Tensor | None = None,
+                      keep: torch.Tensor | None = None) -> FrontEndOutput:
+        """Per masked copy: masked frames become the learned mask embedding (1.0) or zeros (data2vec 2.0, which then
+        keeps only the `keep` (B, K) frames of each row); padded frames are zeroed; the positional convolution runs
+        over the full length and is added; LayerNorm."""
+        x, frame_mask = front.hidden_states, front.attention_mask
         if mask_time_indices is not None:
             if mask_time_indices.shape != x.shape[:2]:
                 raise ValueError(
                     f"mask_time_indices must be (batch, frames) = {tuple(x.shape[:2])} for this input; "
                     f"got {tuple(mask_time_indices.shape)}"
                 )
-            x = torch.where(mask_time_indices.bool()[..., None], self.mask_embedding.to(x.dtype), x)
+            if keep is None and self.mask_embedding is None:
+                raise ValueError("mask_time_indices needs a mask embedding: build the model with use_mask_token=True")
+            fill = self.mask_embedding.to(x.dtype) if keep is None else x.new_zeros(())
+            x = torch.where(mask_time_indices.bool()[..., None], fill, x)
         if frame_mask is not None:
             x = x * frame_mask[..., None].to(x.dtype)  # padded frames are zero before the positional conv
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
         x = self.dropout(self.layer_norm(x))
-        return FrontEndOutput(x, frame_mask, extract_features=features)
+        if keep is None:
+            return FrontEndOutput(x, frame_mask, extract_features=front.extract_features)
+        frame_mask = gather_tokens(frame_mask, keep) if frame_mask is not None else None
+        return FrontEndOutput(gather_tokens(x, keep), frame_mask, extract_features=front.extract_features,
+                              position_index=keep)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> FrontEndOutput:
+        return self.contextualize(self.tokens(input_values, attention_mask, features), mask_time_indices)
 
 
 FRONT_ENDS = {"text": Data2VecTextEmbeddings, "vision": Data2VecVisionEmbeddings, "audio": Data2VecAudioFrontEnd}
@@ -553,6 +681,8 @@ class Data2VecPreTrainedModel(PreTrainedModel):
     # a Data2VecForPreTraining checkpoint loaded as the plain model: its pretraining head is not needed
     _keys_to_ignore_on_load_unexpected = [r"regression_head\.", r"final_norm\."]
     modality: ClassVar[str | None] = None  # None: the class serves every modality
+    num_prefix_tokens: ClassVar[int] = 0  # tokens in front of the input's own (vision: CLS), which have no target
+    feature_encoder: ClassVar[str | None] = None  # a front end part a teacher may share instead of averaging (audio)
 
     def __init__(self, config: Data2VecConfig, *args, **kwargs):
         if self.modality is not None and config.modality != self.modality:
@@ -631,8 +761,10 @@ class Data2VecPreTrainedModel(PreTrainedModel):
             init.kaiming_normal_(module.conv.weight)
             if module.conv.bias is not None:
                 init.zeros_(module.conv.bias)
-        elif isinstance(module, Data2VecAudioFrontEnd):
+        elif isinstance(module, Data2VecAudioFrontEnd) and module.mask_embedding is not None:
             init.uniform_(module.mask_embedding)
+        elif isinstance(module, Data2VecALiBi):
+            init.ones_(module.scale)
         elif isinstance(module, Data2VecVisionEmbeddings):
             init.trunc_normal_(module.cls_token, std=std)
             if module.mask_token is not None:
@@ -709,6 +841,37 @@ class Data2VecPreTrainedModel(PreTrainedModel):
             output_ffn_outputs=output_ffn_outputs,
         )
 
+    # ---- the interface pretraining uses (data2vec 1.0 and 2.0), the same for every modality ---------------------
+
+    def embed(self, batch: dict, mask: torch.Tensor | None = None, features: torch.Tensor | None = None
+              ) -> FrontEndOutput:
+        """The front end's tokens for `batch` (the modality's inputs by name), once per sample: (B, T, D) before any
+        masking, positions added where they are added before masking. Text with a `mask` embeds the 1.0 student's
+        view (`masked_input_ids`, else `<mask>` at the masked tokens); other modalities mask in `contextualize`.
+        `features`: audio's conv features when already computed."""
+        raise NotImplementedError(f"{type(self).__name__} does not define embed()")
+
+    def contextualize(self, tokens: FrontEndOutput, mask: torch.Tensor | None = None,
+                      keep: torch.Tensor | None = None) -> FrontEndOutput:
+        """Per masked copy, what the encoder gets: 1.0 replaces masked tokens (`mask`); 2.0 keeps the `keep` (B, K)
+        tokens of each row; prefix tokens in front."""
+        return self.embeddings.contextualize(tokens, mask, keep)
+
+    def encode(self, front: FrontEndOutput, output_hidden_states: bool = False, output_ffn_outputs: bool = False
+               ) -> Data2VecEncoderOutput:
+        """The encoder on the front end's output (kept tokens and their positions included), then the model's
+        final normalisation of the last hidden state, where it has one."""
+        out = self.encoder(
+            front.hidden_states, attention_mask=front.attention_mask, grid=front.grid,
+            position_index=front.position_index, output_hidden_states=output_hidden_states,
+            output_ffn_outputs=output_ffn_outputs,
+        )
+        out.last_hidden_state = self.output_norm(out.last_hidden_state)
+        return out
+
+    def output_norm(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states
+
     @staticmethod
     def _output(return_dict: bool | None, **fields) -> Data2VecModelOutput | tuple:
         out = Data2VecModelOutput(**fields)
@@ -742,6 +905,15 @@ class Data2VecTextModel(Data2VecPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
+
+    def embed(self, batch: dict, mask: torch.Tensor | None = None, features: torch.Tensor | None = None
+              ) -> FrontEndOutput:
+        ids = batch["input_ids"]
+        if mask is not None:  # data2vec 1.0's student: masked tokens replaced before the embedding
+            ids = batch.get("masked_input_ids")
+            if ids is None:
+                ids = batch["input_ids"].masked_fill(mask, self.config.mask_token_id)
+        return self.embeddings.tokens(ids, batch.get("attention_mask"), batch.get("token_type_ids"))
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
@@ -801,8 +973,17 @@ class Data2VecVisionModel(Data2VecPreTrainedModel):
         self.pooler = Data2VecVisionPooler(config) if add_pooling_layer else None
         self.post_init()
 
+    num_prefix_tokens = 1  # CLS
+
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
+
+    def embed(self, batch: dict, mask: torch.Tensor | None = None, features: torch.Tensor | None = None
+              ) -> FrontEndOutput:
+        return self.embeddings.tokens(batch["pixel_values"])
+
+    def output_norm(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.layernorm(hidden_states)
 
     def forward(
         self,
@@ -818,7 +999,7 @@ class Data2VecVisionModel(Data2VecPreTrainedModel):
             raise ValueError("Data2VecVisionModel needs pixel_values (batch, channels, height, width)")
         front = self.embeddings(pixel_values, bool_masked_pos)
         enc = self._encode(front, output_hidden_states, output_ffn_outputs)
-        sequence = self.layernorm(enc.last_hidden_state)
+        sequence = self.output_norm(enc.last_hidden_state)
         pooled = self.pooler(sequence) if self.pooler is not None else None
         return self._output(
             return_dict, last_hidden_state=sequence, pooler_output=pooled,
@@ -838,6 +1019,12 @@ class Data2VecAudioModel(Data2VecPreTrainedModel):
         self.embeddings = Data2VecAudioFrontEnd(config)
         self.encoder = Data2VecEncoder(config)
         self.post_init()
+
+    feature_encoder = "embeddings.feature_extractor"
+
+    def embed(self, batch: dict, mask: torch.Tensor | None = None, features: torch.Tensor | None = None
+              ) -> FrontEndOutput:
+        return self.embeddings.tokens(batch["input_values"], batch.get("attention_mask"), features)
 
     def freeze_feature_encoder(self) -> None:
         """Stop training the conv feature encoder (as data2vec audio fine-tuning does)."""

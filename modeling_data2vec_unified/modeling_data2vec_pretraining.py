@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_data2vec import Data2VecConfig
 from .ema import EMATeacher
-from .masking import MASK_INPUT, check_batch, draw_mask
+from .masking import MASK_INPUT, check_batch, draw_mask, num_visible
 from .modeling_data2vec import MODALITY_INPUTS, MODEL_CLASSES, Data2VecPreTrainedModel, FrontEndOutput
 
 
@@ -74,20 +74,68 @@ def _eval_mode(module: nn.Module):
 
 
 class Data2VecRegressionHead(nn.Module):
-    """Maps the student's outputs to target space: Linear(D, D) (vision, audio), or Linear(D, 2D)-GELU-Linear(2D, D)
-    (data2vec text's `head_layers=2`)."""
+    """Maps `in_dim` features (default: the student's outputs) to target space: Linear(d, D) (vision, audio), or
+    Linear(d, 2d)-GELU-Linear(2d, D) (data2vec text's `head_layers=2`; 2.0 text's decoder projection)."""
 
-    def __init__(self, config: Data2VecConfig):
+    def __init__(self, config: Data2VecConfig, in_dim: int | None = None):
         super().__init__()
-        D = config.hidden_size
-        self.dense = nn.Linear(D, 2 * D) if config.head_layers == 2 else None
+        d, D = in_dim or config.hidden_size, config.hidden_size
+        self.dense = nn.Linear(d, 2 * d) if config.head_layers == 2 else None
         self.act = nn.GELU() if config.head_layers == 2 else None
-        self.proj = nn.Linear(2 * D if config.head_layers == 2 else D, D)
+        self.proj = nn.Linear(2 * d if config.head_layers == 2 else d, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dense is not None:
             x = self.act(self.dense(x))
         return self.proj(x)
+
+
+class Data2VecDecoderLayer(nn.Module):
+    """conv (1-D over time or 2-D over the patch grid, "same" padding) -> LayerNorm over channels without affine ->
+    GELU (fairseq data2vec 2.0's Decoder1d / Decoder2d blocks). Works on (B, C, T) or (B, C, h, w)."""
+
+    def __init__(self, config: Data2VecConfig, in_dim: int):
+        super().__init__()
+        conv = nn.Conv2d if config.decoder_type == "conv_2d" else nn.Conv1d
+        k = config.decoder_kernel
+        self.conv = conv(in_dim, config.decoder_dim, k, padding=k // 2, groups=config.decoder_groups)
+        self.trim = 1 - k % 2  # an even kernel with padding k // 2 yields one extra position (fairseq's SamePad)
+        self.norm = nn.LayerNorm(config.decoder_dim, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.trim:
+            x = x[..., : -self.trim] if x.dim() == 3 else x[..., : -self.trim, : -self.trim]
+        return F.gelu(self.norm(x.movedim(1, -1)).movedim(-1, 1))
+
+
+class Data2VecDecoder(nn.Module):
+    """data2vec 2.0's decoder: the encoder's visible tokens back in their places, the masked ones as fresh
+    N(0, mask_noise_std) noise, then `decoder_layers` conv layers (each adds its input where the shapes match, with
+    `decoder_residual`) and a projection to the targets' width."""
+
+    def __init__(self, config: Data2VecConfig):
+        super().__init__()
+        self.config = config
+        D, d = config.hidden_size, config.decoder_dim
+        self.input_dropout = nn.Dropout(config.decoder_input_dropout)
+        self.layers = nn.ModuleList([Data2VecDecoderLayer(config, D if i == 0 else d) for i in range(config.decoder_layers)])
+        self.proj = Data2VecRegressionHead(config, in_dim=d)
+
+    def forward(self, visible: torch.Tensor, keep: torch.Tensor, num_tokens: int,
+                grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """`visible` (N, K, D) encoder outputs at the `keep` (N, K) positions -> predictions (N, T, D) at all T."""
+        N, K, D = visible.shape
+        x = self.input_dropout(visible)
+        noise = torch.randn(N, num_tokens, D, device=x.device, dtype=x.dtype) * self.config.mask_noise_std
+        x = noise.scatter(1, keep[..., None].expand(-1, -1, D), x)  # (N, T, D): visible in place, noise elsewhere
+        x = x.transpose(1, 2)  # (N, D, T)
+        if self.config.decoder_type == "conv_2d":
+            x = x.reshape(N, D, *grid)  # (N, D, h, w)
+        for layer in self.layers:
+            y = layer(x)
+            x = y + x if self.config.decoder_residual and y.shape == x.shape else y
+        return self.proj(x.flatten(2).transpose(1, 2))  # (N, T, D)
 
 
 class Data2VecCollapseError(RuntimeError):
@@ -97,11 +145,13 @@ class Data2VecCollapseError(RuntimeError):
 @dataclass
 class Data2VecForPreTrainingOutput(ModelOutput):
     """
-    loss: regression loss over the masked positions, reduced as `config.loss_reduction` names, times the scale.
+    loss: regression loss over the masked positions, reduced as `config.loss_reduction` names, times the scale (2.0
+        vision: + `cls_loss_weight` x the CLS loss).
     target_var / pred_var: mean over channels of the std of targets / predictions across masked positions;
         both falling towards 0 signals collapse (see `Data2VecForPreTraining.check_collapse`).
-    num_masked: masked real positions in the batch; masked_fraction: their share of the real positions.
-    predictions / targets: (B, P, D) over every position P (the loss reads the masked ones); mask: (B, P).
+    num_masked: masked real positions in the batch (of every copy); masked_fraction: their share of the real positions.
+    predictions: (B, P, D) at every position P (1.0), (B, clone_batch, P, D) (2.0); targets: (B, P, D), the teacher's,
+        once per sample; mask: (B, P) / (B, clone_batch, P), True where the loss reads (masked and real).
     """
 
     loss: torch.FloatTensor | None = None
@@ -114,18 +164,34 @@ class Data2VecForPreTrainingOutput(ModelOutput):
     mask: torch.BoolTensor | None = None
 
 
-class Data2VecForPreTraining(Data2VecPreTrainedModel):
-    """data2vec pretraining for any modality: the student (`self.data2vec`, the modality's model), a regression
-    head, and an EMA teacher that makes the targets from the unmasked input.
+@dataclass
+class StudentOutput:
+    predictions: torch.Tensor  # (B, P, D) or (B, C, P, D)
+    mask: torch.Tensor  # (B, P) or (B, C, P), True = masked
+    # the front end's output once per sample: 2.0 the unmasked input's tokens; 1.0 the student's view (the teacher
+    # reads its padding mask and audio's conv features from it)
+    tokens: FrontEndOutput
+    cls: torch.Tensor | None = None  # 2.0 vision: the CLS outputs (B, C, D)
 
-    The teacher is a copy of what `config.teacher_scope` names: the student's encoder ("encoder": text, audio; the
-    front end is then shared, the teacher sees the student's embedding of the unmasked input) or the whole model
-    ("model": vision). It is *not* a submodule: not in `parameters()` (so never in an optimizer, never wrapped by
-    DDP), not in `state_dict()` (so `save_pretrained` writes the student, which `AutoModel` loads). It is built
-    from the student on first use, which is also what makes it survive `from_pretrained` (transformers builds the
-    model on the meta device and initialises what the checkpoint lacks); it follows the student's device, keeps
-    fp32 weights, and stays in eval mode. Training checkpoints save `model.teacher.state_dict()` (weights and
-    update count) and load it back.
+
+class Data2VecForPreTraining(Data2VecPreTrainedModel):
+    """data2vec pretraining for any modality, data2vec 1.0 or 2.0 (`config.algorithm`): the student (`self.data2vec`,
+    the modality's model), a regression head (1.0) or a conv decoder (2.0), and an EMA teacher that makes the targets
+    from the unmasked input.
+
+    1.0: the student encodes the masked input (masked tokens replaced), a head predicts every position.
+    2.0: the front end runs once per sample; each sample is repeated `clone_batch` times with its own mask, the
+    student encodes only the visible tokens of each copy, the decoder predicts the masked ones; the teacher runs
+    once per sample and its targets serve every copy.
+
+    The teacher is a copy of what `config.teacher_scope` names: the student's encoder ("encoder": the front end is
+    then shared, the teacher sees the student's embedding of the unmasked input), the whole model ("model"), or all
+    but the audio conv feature encoder ("model_except_feature_encoder": the teacher reuses the student's features).
+    It is *not* a submodule: not in `parameters()` (so never in an optimizer, never wrapped by DDP), not in
+    `state_dict()` (so `save_pretrained` writes the student, which `AutoModel` loads). It is built from the student on
+    first use, which is also what makes it survive `from_pretrained` (transformers builds the model on the meta device
+    and initialises what the checkpoint lacks); it follows the student's device, keeps fp32 weights, and stays in
+    eval mode. Training checkpoints save `model.teacher.state_dict()` (weights and update count) and load it back.
 
     Step: `out = model(**batch); out.loss.backward(); optimizer.step(); model.update_teacher()`.
     """
@@ -139,13 +205,18 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         kwargs = {"add_pooling_layer": False} if config.modality in ("text", "vision") else {}
         self.data2vec = MODEL_CLASSES[config.modality](config, **kwargs)
         self.main_input_name = self.data2vec.main_input_name
-        # a pre-LN encoder ends un-normalised where the model has no final LayerNorm (vision with mean pooling):
-        # the student's outputs get one before the head, as data2vec vision's encoder norm
-        has_final_norm = isinstance(getattr(self.data2vec, "layernorm", None), nn.LayerNorm)
-        open_end = config.layer_norm_position == "pre" and not has_final_norm
-        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if open_end else None
-        self.regression_head = Data2VecRegressionHead(config)
-        self.num_prefix_tokens = 1 if config.modality == "vision" else 0  # CLS: no target there
+        if config.algorithm == "data2vec2":
+            self.decoder = Data2VecDecoder(config)
+            self.final_norm = self.regression_head = None
+        else:
+            # a pre-LN encoder ends un-normalised where the model has no final LayerNorm (vision with mean pooling):
+            # the student's outputs get one before the head, as data2vec vision's encoder norm
+            has_final_norm = isinstance(getattr(self.data2vec, "layernorm", None), nn.LayerNorm)
+            open_end = config.layer_norm_position == "pre" and not has_final_norm
+            self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if open_end else None
+            self.regression_head = Data2VecRegressionHead(config)
+            self.decoder = None
+        self.num_prefix_tokens = self.data2vec.num_prefix_tokens  # CLS: no target there
         self.__dict__["_teacher"] = None  # not a submodule, on purpose (see the class docstring)
         self.post_init()
 
@@ -153,6 +224,9 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
 
     def _ema_source(self) -> nn.Module:
         return self.data2vec.encoder if self.config.teacher_scope == "encoder" else self.data2vec
+
+    def _ema_exclude(self) -> tuple[str, ...]:
+        return (self.data2vec.feature_encoder,) if self.config.teacher_scope == "model_except_feature_encoder" else ()
 
     @property
     def teacher(self) -> EMATeacher:
@@ -164,7 +238,8 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
             if device.type == "meta":
                 raise RuntimeError("the student's weights are not loaded yet (meta device): no teacher to build")
             c = self.config
-            teacher = EMATeacher(source, c.ema_decay, c.ema_end_decay, c.ema_anneal_end_step)
+            teacher = EMATeacher(source, c.ema_decay, c.ema_end_decay, c.ema_anneal_end_step,
+                                 exclude=self._ema_exclude())
             self.__dict__["_teacher"] = teacher
         elif next(teacher.parameters()).device != device:
             teacher.to(device)
@@ -205,7 +280,7 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
                 "(mask_prob). Lower min_target_var / min_pred_var only if the data truly varies little."
             )
 
-    # ---- forward: masks -> student -> teacher -> loss ------------------------------------------------------------
+    # ---- forward: inputs -> student -> teacher -> loss ------------------------------------------------------------
 
     def forward(
         self,
@@ -223,21 +298,41 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
     ) -> Data2VecForPreTrainingOutput | tuple:
         """The modality's input unmasked (the teacher's view) and its mask (True = hidden from the student):
         `bool_masked_pos` (text tokens; vision patches, (B, patches) or (B, h, w)) or `mask_time_indices` (audio
-        frames), as `DataCollatorForData2VecPretraining` makes them; text may add `masked_input_ids` (the
-        student's view, e.g. BERT's 80/10/10), else every masked token becomes `<mask>`. Without a mask, one is
-        drawn from torch's global RNG.
+        frames), as `DataCollatorForData2VecPretraining` makes them; data2vec 2.0 takes (B, clone_batch, tokens),
+        one mask per copy. 1.0 text may add `masked_input_ids` (the student's view, e.g. BERT's 80/10/10), else every
+        masked token becomes `<mask>`. Without a mask, masks are drawn from torch's global RNG.
 
         `check_inputs` refuses bad batches with a clear error (see `masking.check_batch`); it reads values back
         to the host, so by default it runs only for CPU inputs (on accelerators the collator has checked them).
         """
         if kwargs:
             raise TypeError(f"Data2VecForPreTraining.forward() got unexpected arguments: {sorted(kwargs)}")
-        c = self.config
-        batch = dict(
+        batch, mask = self.prepare_inputs(dict(
             input_ids=input_ids, pixel_values=pixel_values, input_values=input_values, attention_mask=attention_mask,
             token_type_ids=token_type_ids, bool_masked_pos=bool_masked_pos, mask_time_indices=mask_time_indices,
             masked_input_ids=masked_input_ids,
+        ), check_inputs)
+        student = self.forward_student(batch, mask)
+        targets = self.forward_teacher(batch, student.tokens)  # (B, P, D) fp32, once per sample
+        real = student.tokens.attention_mask  # (B, P) or None: every position is real
+        copies = mask.numel() // (mask.shape[0] * mask.shape[-1])  # 1, or 2.0's clone_batch
+        if real is not None:
+            mask = mask & (real if mask.dim() == 2 else real[:, None])
+        loss, num_masked = self.forward_loss(student.predictions, targets, mask, student.cls)
+        with torch.no_grad():
+            target_var = masked_std(targets, mask if mask.dim() == 2 else mask.any(1))
+            pred_var = masked_std(student.predictions.detach().float().flatten(0, -3), mask.flatten(0, -2))
+            num_real = real.sum() * copies if real is not None else mask.numel()
+            masked_fraction = num_masked / num_real
+        out = Data2VecForPreTrainingOutput(
+            loss=loss, target_var=target_var, pred_var=pred_var, num_masked=num_masked,
+            masked_fraction=masked_fraction, predictions=student.predictions, targets=targets, mask=mask,
         )
+        return out if return_dict is None or return_dict else out.to_tuple()
+
+    def prepare_inputs(self, batch: dict, check_inputs: bool | None) -> tuple[dict, torch.Tensor]:
+        """The batch checked (see `forward`), its mask drawn when none was given: (batch, mask (B, P) / (B, C, P))."""
+        c = self.config
         values = batch[MODALITY_INPUTS[c.modality]]
         if values is None:
             check_batch(c, batch)  # raises, naming the input the batch holds instead
@@ -250,85 +345,105 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
             batch.update({k: v.to(values.device) for k, v in draw_mask(c, rng, **batch).items()})
         if check_inputs if check_inputs is not None else values.device.type == "cpu":
             check_batch(c, batch)
+        mask = batch[mask_key].bool()
+        if c.algorithm == "data2vec":
+            mask = mask.reshape(len(values), -1)  # (B, P); vision may pass (B, h, w)
+        elif mask.dim() != 3 or mask.shape[:2] != (len(values), c.clone_batch):
+            raise ValueError(
+                f"data2vec 2.0 takes {mask_key} as (batch, clone_batch, tokens) = ({len(values)}, {c.clone_batch}, "
+                f"tokens); got {tuple(mask.shape)} (DataCollatorForData2VecPretraining(config) draws them)"
+            )
+        return batch, mask
 
-        mask = batch[mask_key].bool().reshape(len(values), -1)  # (B, P)
-        predictions, student_front = self.forward_student(batch, mask)
-        real = student_front.attention_mask  # (B, P) or None: every position is real
-        targets = self.forward_teacher(batch, student_front)
-        if real is not None:
-            mask = mask & real
-        loss, num_masked = self.forward_loss(predictions, targets, mask)
-        with torch.no_grad():
-            target_var = masked_std(targets, mask)
-            pred_var = masked_std(predictions.detach().float(), mask)
-            num_real = real.sum() if real is not None else mask.numel()
-            masked_fraction = num_masked / num_real
-        out = Data2VecForPreTrainingOutput(
-            loss=loss, target_var=target_var, pred_var=pred_var, num_masked=num_masked,
-            masked_fraction=masked_fraction, predictions=predictions, targets=targets, mask=mask,
-        )
-        return out if return_dict is None or return_dict else out.to_tuple()
-
-    def embed(self, batch: dict, mask: torch.Tensor | None = None, features: torch.Tensor | None = None):
-        """The student's front end on the batch: its masked view when `mask` is given, else the unmasked one.
-        Audio may pass the conv `features` already computed for this input."""
-        front_end = self.data2vec.embeddings
-        if self.config.modality == "text":
-            ids = batch["input_ids"]
-            if mask is not None:
-                ids = batch.get("masked_input_ids")
-                if ids is None:
-                    ids = batch["input_ids"].masked_fill(mask, self.config.mask_token_id)
-            return front_end(ids, batch.get("attention_mask"), batch.get("token_type_ids"))
-        if self.config.modality == "vision":
-            return front_end(batch["pixel_values"], mask)
-        return front_end(batch["input_values"], batch.get("attention_mask"), mask, features=features)
-
-    def forward_student(self, batch: dict, mask: torch.Tensor) -> tuple[torch.Tensor, FrontEndOutput]:
-        """Masked input -> student encoder -> regression head: predictions (B, P, D) at every position."""
-        front = self.embed(batch, mask)
-        hidden = self.data2vec.encoder(front.hidden_states, front.attention_mask, front.grid).last_hidden_state
-        if self.config.modality == "vision":
-            hidden = self.data2vec.layernorm(hidden)
+    def forward_student(self, batch: dict, mask: torch.Tensor) -> StudentOutput:
+        """1.0: the masked input -> the student encoder -> the head, at every position. 2.0: the front end once per
+        sample -> `clone_batch` copies with their own masks, visible tokens only -> the student encoder -> the
+        decoder, at every position of every copy."""
+        if self.config.algorithm == "data2vec2":
+            return self._student_data2vec2(batch, mask)
+        m = self.data2vec
+        tokens = m.embed(batch, mask)
+        hidden = m.encode(m.contextualize(tokens, mask)).last_hidden_state
         if self.final_norm is not None:
             hidden = self.final_norm(hidden)
-        return self.regression_head(hidden[:, self.num_prefix_tokens :]), front
+        predictions = self.regression_head(hidden[:, self.num_prefix_tokens :])  # (B, P, D)
+        return StudentOutput(predictions, mask, tokens)  # the teacher reads its padding mask and audio features
+
+    def _student_data2vec2(self, batch: dict, mask: torch.Tensor) -> StudentOutput:
+        m, (B, C, P) = self.data2vec, mask.shape
+        tokens = m.embed(batch)  # (B, P, D), once per sample
+        copies = FrontEndOutput(
+            tokens.hidden_states.repeat_interleave(C, 0),  # (B * C, P, D), copies of a sample side by side
+            None if tokens.attention_mask is None else tokens.attention_mask.repeat_interleave(C, 0), tokens.grid,
+        )
+        flat = mask.reshape(B * C, P)
+        keep = visible_positions(flat, num_visible(self.config, P))  # (B * C, K), ascending
+        hidden = m.encode(m.contextualize(copies, flat, keep)).last_hidden_state  # (B * C, prefix + K, D)
+        p = self.num_prefix_tokens
+        predictions = self.decoder(hidden[:, p:], keep, P, tokens.grid).view(B, C, P, -1)
+        cls = hidden[:, p - 1].view(B, C, -1) if p else None
+        return StudentOutput(predictions, mask, tokens, cls)
 
     @torch.no_grad()
-    def forward_teacher(self, batch: dict, student_front: FrontEndOutput) -> torch.Tensor:
-        """Unmasked input -> EMA teacher -> targets (B, P, D) in fp32 (`data2vec_targets`)."""
-        c = self.config
+    def forward_teacher(self, batch: dict, tokens: FrontEndOutput) -> torch.Tensor:
+        """The unmasked input -> the EMA teacher -> targets (B, P, D) in fp32 (`data2vec_targets`): the teacher's own
+        front end ("model"), the student's conv features through the teacher's positional encoder
+        ("model_except_feature_encoder"), or the student's front end (no dropout) through the teacher's encoder
+        ("encoder")."""
+        c, m = self.config, self.data2vec
         teacher = self.teacher
+        dtype = next(teacher.parameters()).dtype
         ffn = c.target_layer_output == "ffn"
-        if c.teacher_scope == "encoder":  # the student's front end (no dropout) feeds the teacher's encoder
-            with _eval_mode(self.data2vec.embeddings):
-                front = self.embed(batch, features=student_front.extract_features)
-            dtype = next(teacher.parameters()).dtype
-            out = teacher(
-                front.hidden_states.to(dtype), front.attention_mask, front.grid,
-                output_hidden_states=not ffn, output_ffn_outputs=ffn,
-            )
+        outputs = dict(output_hidden_states=not ffn, output_ffn_outputs=ffn)
+        if c.teacher_scope == "model":
+            out = teacher.model.encode(teacher.model.contextualize(teacher.model.embed(batch)), **outputs)
+        elif c.teacher_scope == "model_except_feature_encoder":
+            own = FrontEndOutput(tokens.hidden_states.to(dtype), tokens.attention_mask)
+            out = teacher.model.encode(teacher.model.contextualize(own), **outputs)
         else:
-            inputs = {k: batch[k] for k in MODEL_INPUT_NAMES[c.modality] if batch.get(k) is not None}
-            out = teacher(**inputs, output_hidden_states=not ffn, output_ffn_outputs=ffn)
+            with _eval_mode(m.embeddings):
+                front = m.contextualize(m.embed(batch, features=tokens.extract_features))
+            front.hidden_states = front.hidden_states.to(dtype)
+            out = teacher(front.hidden_states, front.attention_mask, front.grid, **outputs)
         layers = out.ffn_outputs if ffn else out.hidden_states[1:]
         layers = [layer[:, self.num_prefix_tokens :] for layer in layers[-c.average_top_k_layers :]]
-        return data2vec_targets(layers, c, student_front.attention_mask)
+        return data2vec_targets(layers, c, tokens.attention_mask)
 
-    def forward_loss(self, predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
+    def forward_loss(self, predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                     cls: torch.Tensor | None = None):
         """Smooth L1 (beta > 0) or L2 (beta 0) in fp32 over the masked positions, reduced as `loss_reduction` names:
         "channel_sum" sums over channels and averages over positions (fairseq data2vec), "mean" averages over both
-        (data2vec_vision); times `target_loss_scale`. Returns (loss, number of masked positions)."""
+        (data2vec_vision); times `target_loss_scale`. 2.0: predictions (B, C, P, D) against the targets of their
+        sample (B, P, D); vision adds `cls_loss_weight` x the CLS outputs' loss against the mean target (a mean over
+        the B * C copies). Returns (loss, number of masked positions)."""
         c = self.config
+        if predictions.dim() == 4:
+            targets = targets[:, None]  # (B, 1, P, D): one teacher pass serves every copy
         predictions = predictions.float()
-        if c.loss_beta == 0:
-            elementwise = F.mse_loss(predictions, targets, reduction="none")  # (B, P, D)
-        else:
-            elementwise = F.smooth_l1_loss(predictions, targets, reduction="none", beta=c.loss_beta)
-        per_position = elementwise.sum(-1) if c.loss_reduction == "channel_sum" else elementwise.mean(-1)  # (B, P)
+        per_position = self._regression(predictions, targets)  # (B, [C,] P)
         num_masked = mask.sum()
         loss = torch.where(mask, per_position, 0).sum() * c.target_loss_scale / num_masked.clamp(min=1)
+        if cls is not None and c.cls_loss_weight > 0:
+            cls_target = targets.mean(-2)  # (B, 1, D): the mean over patches of the (normalised) targets
+            loss = loss + c.cls_loss_weight * self._regression(cls.float(), cls_target).mean() * c.target_loss_scale
         return loss, num_masked
+
+    def _regression(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-position loss (..., D) -> (...), over channels as `loss_reduction` names."""
+        c = self.config
+        if c.loss_beta == 0:
+            elementwise = F.mse_loss(predictions, targets.expand_as(predictions), reduction="none")
+        else:
+            elementwise = F.smooth_l1_loss(predictions, targets.expand_as(predictions), reduction="none",
+                                           beta=c.loss_beta)
+        return elementwise.sum(-1) if c.loss_reduction == "channel_sum" else elementwise.mean(-1)
+
+
+def visible_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """The positions of the `count` visible tokens of each row of an (N, P) mask (True = masked), ascending: (N, K).
+    A stable sort puts the visible positions first in their order; `count` comes from the config (`num_visible`), so
+    nothing is read back from the device."""
+    return torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices[:, :count]
 
 
 # the base model's own input names, per modality (what a whole-model teacher is called with)
