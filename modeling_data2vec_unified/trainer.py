@@ -48,7 +48,7 @@ from safetensors.torch import save_file
 from transformers import HfArgumentParser, get_scheduler
 
 from .configuration_data2vec import MODALITIES, Data2VecConfig
-from .masking import MODALITY_INPUT, DataCollatorForData2VecPretraining, SeededBatch
+from .masking import MASK_INPUT, MODALITY_INPUT, DataCollatorForData2VecPretraining, SeededBatch
 from .modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining
 from .optimization import parameter_groups
 
@@ -76,6 +76,17 @@ TINY_RECIPES: dict[str, dict] = {
                   num_conv_pos_embeddings=2, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=4, layerdrop=0.0,
                   ema_decay=0.99, ema_end_decay=0.999),
 }
+# data2vec 2.0's tiny recipes (issue 12; measured on the built-in data: docs/benchmarks.md)
+TINY_RECIPES_V2: dict[str, dict] = {
+    "vision": dict(mask_prob=0.6, mask_length=2, mask_prob_adjust=0.07, clone_batch=8, decoder_dim=64,
+                   decoder_layers=3, decoder_groups=4, average_top_k_layers=3, ema_decay=0.99, ema_end_decay=0.999),
+    "text": dict(clone_batch=4, decoder_dim=64, decoder_layers=3, decoder_groups=1, average_top_k_layers=4,
+                 ema_decay=0.99, ema_end_decay=0.999),
+    "audio": dict(conv_dim=[128] * 6, conv_stride=[5, 2, 2, 2, 2, 2], conv_kernel=[10, 3, 3, 3, 3, 2],
+                  num_conv_pos_embeddings=2, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=4, layerdrop=0.0,
+                  clone_batch=4, decoder_dim=64, decoder_layers=3, decoder_groups=4, average_top_k_layers=3,
+                  ema_decay=0.99, ema_end_decay=0.999),
+}
 # the built-in digits are 8x8 grey images, upsampled to 16x16 and cut into 4x4 patches
 BUILTIN_VISION = dict(image_size=16, patch_size=4, num_channels=1)
 
@@ -87,6 +98,11 @@ TRAINING_DEFAULTS: dict[str, dict[str, tuple[float, int, int]]] = {
     "base": {"vision": (1.5e-3, 64, 400_000), "text": (2e-4, 16, 1_000_000), "audio": (5e-4, 8, 400_000)},
 }
 
+# data2vec 2.0 tiny runs: (learning rate, per-device batch, max steps); larger sizes share 1.0's (the base recipes'
+# learning rates are close: vision 1e-3, text 2e-4, audio 7.5e-4)
+TRAINING_DEFAULTS_V2: dict[str, tuple[float, int, int]] = {"vision": (3e-3, 64, 600), "text": (1e-3, 32, 300),
+                                                           "audio": (1e-3, 16, 300)}
+
 # AdamW and clipping of each modality's recipe: text fairseq examples/data2vec/config/text/pretraining/base.yaml
 # (adam_betas (0.9, 0.98), eps 1e-6, wd 0.01, clip_norm 5); audio .../audio/pretraining/base_librispeech.yaml (the
 # same Adam, no clip_norm: none); vision data2vec_vision beit/README.md's ViT-B command with run_cyclical.py's
@@ -96,9 +112,17 @@ OPTIMIZER_DEFAULTS: dict[str, dict] = {
     "audio": dict(weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=0.0),
     "vision": dict(weight_decay=0.05, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=3.0),
 }
+# data2vec 2.0: fairseq examples/data2vec/config/v2/base_{images,text,audio}_only_task.yaml (images: betas (0.9,
+# 0.95), wd 0.05, clip_norm 4; text: betas (0.9, 0.98), eps 1e-6, wd 0.01, clip_norm 1; audio: the same Adam, no clip)
+OPTIMIZER_DEFAULTS_V2: dict[str, dict] = {
+    "text": dict(weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=1.0),
+    "audio": dict(weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=0.0),
+    "vision": dict(weight_decay=0.05, adam_beta2=0.95, adam_epsilon=1e-8, max_grad_norm=4.0),
+}
 # the tiny vision recipe was measured with betas (0.9, 0.98) and eps 1e-6 (docs/training.md)
 TINY_OPTIMIZER: dict[str, dict] = {"vision": dict(adam_beta2=0.98, adam_epsilon=1e-6)}
 
+ALGORITHMS = ("data2vec", "data2vec2")
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # a checkpoint-N folder: accelerate's model.safetensors + optimizer.bin (+ scaler.pt with fp16), and these
 TRAINER_STATE = "trainer_state.json"  # loop position, learning-rate schedule, what the run was
@@ -122,6 +146,9 @@ class PretrainingArguments:
 
     # ---- what to train on --------------------------------------------------------------------------------------
     modality: str = field(default="vision", metadata={"help": "text | vision | audio", "choices": MODALITIES})
+    algorithm: str | None = field(default=None, metadata={
+        "help": "data2vec (1.0) | data2vec2 (2.0: several masks per sample, the student encodes only the visible "
+                "tokens); default: that of --init_from / --config, else data2vec", "choices": ALGORITHMS})
     dataset: str = field(default="builtin", metadata={"help": "'builtin' (offline), a local folder / file, or a "
                                                               "datasets Hub id"})
     dataset_config_name: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration"})
@@ -202,13 +229,20 @@ class PretrainingArguments:
         args = dataclasses.replace(self)
         if args.modality not in MODALITIES:
             raise ValueError(f"--modality must be one of {MODALITIES}; got {args.modality!r}")
+        if args.algorithm is None:
+            args.algorithm = _source_algorithm(args) or "data2vec"
+        if args.algorithm not in ALGORITHMS:
+            raise ValueError(f"--algorithm must be one of {ALGORITHMS}; got {args.algorithm!r}")
+        v2 = args.algorithm == "data2vec2"
         lr, batch, steps = TRAINING_DEFAULTS[args.model_size][args.modality]
+        if v2 and args.model_size == "tiny":
+            lr, batch, steps = TRAINING_DEFAULTS_V2[args.modality]
         args.learning_rate = lr if args.learning_rate is None else args.learning_rate
         args.per_device_train_batch_size = args.per_device_train_batch_size or batch
         args.max_steps = args.max_steps or steps
         args.output_dir = args.output_dir or f"runs/data2vec-{args.modality}"
-        recipe = {**OPTIMIZER_DEFAULTS[args.modality],
-                  **(TINY_OPTIMIZER.get(args.modality, {}) if args.model_size == "tiny" else {})}
+        recipe = {**(OPTIMIZER_DEFAULTS_V2 if v2 else OPTIMIZER_DEFAULTS)[args.modality],
+                  **(TINY_OPTIMIZER.get(args.modality, {}) if args.model_size == "tiny" and not v2 else {})}
         for name, value in recipe.items():
             if getattr(args, name) is None:
                 setattr(args, name, value)
@@ -309,29 +343,49 @@ def parse_overrides(text: str | None) -> dict:
     return out
 
 
+def _source_algorithm(args: PretrainingArguments) -> str | None:
+    """The algorithm of --init_from's checkpoint or of the --config file, if either is given."""
+    if args.init_from:
+        from .conversion import read_config_dict
+
+        return read_config_dict(args.init_from).get("algorithm", "data2vec")
+    if args.config:
+        return json.loads(Path(args.config).read_text()).get("algorithm", "data2vec")
+    return None
+
+
 def build_config(args: PretrainingArguments) -> Data2VecConfig:
-    """A fresh model's config: --config, or --model_size (+ the tiny recipe, + the built-in digits' geometry); then
-    --config_overrides and the EMA flags."""
+    """A fresh model's config: --config, or --model_size and --algorithm (+ the tiny recipe, + the built-in digits'
+    geometry); then --config_overrides and the EMA flags."""
     if args.config:
         config = Data2VecConfig.from_json_file(args.config)
     else:
         fields = {**MODEL_SIZES[args.model_size]}
+        v2 = args.algorithm == "data2vec2"
+        if v2:
+            fields.pop("average_top_k_layers", None)  # 2.0's share of the layers (default_top_k), unless the recipe
         if args.model_size == "tiny":
-            fields.update(TINY_RECIPES[args.modality])
+            fields.update((TINY_RECIPES_V2 if v2 else TINY_RECIPES)[args.modality])
         if args.modality == "vision" and args.dataset == "builtin":
             fields.update(BUILTIN_VISION)
-        config = Data2VecConfig(modality=args.modality, **fields)
+        config = Data2VecConfig(modality=args.modality, algorithm=args.algorithm, **fields)
     _check_modality(args, config)
     apply_config_updates(config, {**parse_overrides(args.config_overrides), **_ema_fields(args)})
     return config
 
 
 def _check_modality(args: PretrainingArguments, config: Data2VecConfig) -> None:
+    source = args.config or args.init_from or "the model passed in"
     if config.modality != args.modality:
-        source = args.config or args.init_from
         raise ValueError(
             f"--modality is {args.modality} but {source} is a {config.modality} model: pass --modality "
             f"{config.modality}, or a {args.modality} --config / --init_from"
+        )
+    if config.algorithm != args.algorithm:
+        raise ValueError(
+            f"--algorithm is {args.algorithm} but {source} is a {config.algorithm} model (the two have different "
+            f"heads and, for vision, different blocks): pass --algorithm {config.algorithm} (or leave it out), or "
+            f"a {args.algorithm} --config / --init_from"
         )
 
 
@@ -379,7 +433,11 @@ class Data2VecPretrainer:
     """
 
     def __init__(self, args: PretrainingArguments, model: Data2VecForPreTraining | None = None, data=None):
+        if model is not None and args.algorithm is None:  # a model passed in brings its algorithm
+            args = dataclasses.replace(args, algorithm=model.config.algorithm)
         self.args = args = args.resolve()
+        if model is not None:
+            _check_modality(args, model.config)
         trackers = [] if args.report_to in ("none", "") else args.report_to.split(",")
         self._ddp = DistributedDataParallelKwargs()  # find_unused_parameters is set once the model is known
         # accelerate keeps one global state per process: let a second trainer in the same process (a notebook, the
@@ -461,11 +519,14 @@ class Data2VecPretrainer:
     def _check_checkpoint(self, path: Path) -> None:
         """A checkpoint to resume must be ours, of this model, and hold no pickle that resuming would read."""
         state = json.loads((path / TRAINER_STATE).read_text())
-        if state.get("modality") != self.config.modality or state.get("num_parameters") != self.model.num_parameters():
+        algorithm = state.get("algorithm", "data2vec")
+        if (state.get("modality") != self.config.modality or algorithm != self.config.algorithm
+                or state.get("num_parameters") != self.model.num_parameters()):
             raise ValueError(
-                f"checkpoint {path} is of another model ({state.get('modality')}, {state.get('num_parameters')} "
-                f"parameters) than this run ({self.config.modality}, {self.model.num_parameters()}): resume with the "
-                f"same --modality / --model_size / --config, or start a new --output_dir"
+                f"checkpoint {path} is of another model ({state.get('modality')} {algorithm}, "
+                f"{state.get('num_parameters')} parameters) than this run ({self.config.modality} "
+                f"{self.config.algorithm}, {self.model.num_parameters()}): resume with the same --modality / "
+                f"--algorithm / --model_size / --config, or start a new --output_dir"
             )
         pickles = sorted(p.name for p in path.iterdir() if FOREIGN_PICKLES.match(p.name))
         if pickles:
@@ -532,7 +593,8 @@ class Data2VecPretrainer:
             self.unwrapped.teacher.save(tmp / TEACHER_WEIGHTS)
             (tmp / TRAINER_STATE).write_text(json.dumps({
                 **self.state.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
-                "modality": self.config.modality, "num_parameters": self.unwrapped.num_parameters(),
+                "modality": self.config.modality, "algorithm": self.config.algorithm,
+                "num_parameters": self.unwrapped.num_parameters(),
                 "num_processes": acc.num_processes, "args": dataclasses.asdict(self.args),
                 "elapsed_seconds": self._seconds(), "log_history": self.log_history,
             }, indent=2))
@@ -698,6 +760,7 @@ class Data2VecPretrainer:
             "masked_fraction": sums["masked_fraction"] / n,
             "grad_norm": sums["grad_norm"] / max(sums["finite_steps"], 1),  # over the steps that were applied
             "lr": lr, "ema_decay": decay, "samples_per_second": samples_per_s,
+            "masked_copies": float(self.config.clone_batch),  # per sample (data2vec 2.0's clone_batch; 1.0: 1)
             "tokens_per_second": sums["tokens"] * acc.num_processes / elapsed,  # the mean over processes, times them
             "nonfinite_steps": n_bad,
         }
@@ -846,8 +909,10 @@ class Data2VecPretrainer:
 
 
 def _count_tokens(config: Data2VecConfig, batch: dict) -> torch.Tensor:
-    """Positions the student encodes in a batch (text tokens, image patches, audio frames): a float on the batch's
-    device, summed there (reading it would be a host sync)."""
+    """Positions the student encodes in a batch (text tokens, image patches, audio frames; data2vec 2.0: the visible
+    ones of every copy): a float on the batch's device, summed there (reading it would be a host sync)."""
+    if config.algorithm == "data2vec2":
+        return (~batch[MASK_INPUT[config.modality]].bool()).sum().float()
     if config.modality == "text":
         return batch["attention_mask"].sum().float()
     mask = batch["bool_masked_pos" if config.modality == "vision" else "mask_time_indices"]

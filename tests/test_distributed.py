@@ -21,7 +21,7 @@ WORKER = textwrap.dedent('''
     from modeling_data2vec_unified.data import PretrainingData
     from modeling_data2vec_unified.trainer import Data2VecPretrainer, PretrainingArguments
 
-    out, stop, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
+    out, stop, resume, algorithm = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume", sys.argv[4]
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     examples = [{"input_ids": [0, *torch.randint(3, 97, (int(k),), generator=g).tolist(), 2]}
@@ -29,7 +29,9 @@ WORKER = textwrap.dedent('''
     config = d2v.Data2VecConfig(modality="text", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                 intermediate_size=64, average_top_k_layers=2, vocab_size=99,
                                 max_position_embeddings=40, ema_decay=0.9, ema_end_decay=0.99,
-                                ema_anneal_end_step=6)
+                                ema_anneal_end_step=6, algorithm=algorithm,
+                                **(dict(clone_batch=2, decoder_dim=32, decoder_layers=1, decoder_groups=4)
+                                   if algorithm == "data2vec2" else {}))
     args = PretrainingArguments(modality="text", output_dir=out, max_steps=6, per_device_train_batch_size=4,
                                 learning_rate=1e-3, logging_steps=1, save_steps=3, report_to="none",
                                 disable_tqdm=True, probe=False, cpu=True, collapse_check_after=1000,
@@ -53,12 +55,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(tmp_path: Path, out: Path, stop: int, resume: bool = False) -> None:
+def launch(tmp_path: Path, out: Path, stop: int, resume: bool = False, algorithm: str = "data2vec") -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(script), str(out), str(stop), "resume" if resume else "fresh"]
+           str(script), str(out), str(stop), "resume" if resume else "fresh", algorithm]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 

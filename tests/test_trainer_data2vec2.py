@@ -1,0 +1,140 @@
+"""`--algorithm data2vec2` in the trainer, for every modality with the trainer's flags: exact resume (with gradient
+accumulation), bf16 autocast with an fp32 teacher, two processes (DDP), a real process killed with SIGKILL, and
+continued pretraining (`--init_from`), plus the errors when a run mixes data2vec 1.0 and 2.0."""
+
+import json
+import math
+import os
+import signal
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForPreTraining
+
+import modeling_data2vec_unified as d2v
+from modeling_data2vec_unified.trainer import cli
+
+from conftest import tiny_config
+from test_distributed import launch, load, assert_same
+from test_trainer import make_trainer, tiny_data, weights
+from test_trainer_cli import QUICK, run_cli
+
+V2 = dict(algorithm="data2vec2", clone_batch=3, decoder_dim=32, decoder_layers=2, decoder_groups=4)
+
+
+def v2_config(modality: str, **overrides) -> d2v.Data2VecConfig:
+    extra = dict(mask_prob=0.6, mask_length=2) if modality == "vision" else {}  # a 4x4 grid: 6 visible patches
+    return tiny_config(modality, **{**V2, **extra, **overrides})
+
+
+@pytest.mark.parametrize("modality,accumulate", [("text", 1), ("vision", 2), ("audio", 1)])
+def test_data2vec2_resume_continues_exactly(tmp_path, modality, accumulate):
+    """Stopped at step 3 and resumed to 6: the losses and the final student, decoder and teacher of an uninterrupted
+    run (text and audio have dropout and the decoder draws noise: the restored RNGs matter)."""
+    kw = dict(max_steps=6, save_steps=3, gradient_accumulation_steps=accumulate)
+    config = v2_config(modality)
+    full = make_trainer(tmp_path / "full", modality, config=config, **kw)
+    assert full.args.algorithm == "data2vec2"  # the model passed in brings its algorithm
+    full.train()
+    make_trainer(tmp_path / "split", modality, config=config, **kw).train(stop_at_step=3)
+    resumed = make_trainer(tmp_path / "split", modality, config=config, resume_from_checkpoint="latest", **kw)
+    resumed.train()
+    assert [h["loss"] for h in resumed.log_history] == [h["loss"] for h in full.log_history]
+    assert all(h["masked_copies"] == 3 for h in full.log_history)
+    a, b = weights(full), weights(resumed)
+    assert a.keys() == b.keys() and any(k.startswith("student.decoder.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    start = weights(make_trainer(tmp_path / "start", modality, config=config))
+    assert not torch.equal(start["student.decoder.proj.proj.weight"], a["student.decoder.proj.proj.weight"])
+
+
+def test_data2vec2_bf16_keeps_teacher_and_targets_fp32(tmp_path):
+    t = make_trainer(tmp_path, "vision", config=v2_config("vision"), max_steps=2, mixed_precision="bf16")
+    seen, forward_teacher = [], t.model.forward_teacher
+
+    def recording_teacher(*args, **kwargs):
+        targets = forward_teacher(*args, **kwargs)
+        seen.append((targets.dtype, {p.dtype for p in t.model.teacher.parameters()},
+                     torch.is_autocast_enabled(t.accelerator.device.type)))
+        return targets
+
+    t.model.forward_teacher = recording_teacher
+    t.train()
+    assert seen == [(torch.float32, {torch.float32}, True)] * 2
+    assert math.isfinite(t.log_history[-1]["loss"])
+
+
+def test_data2vec2_two_processes_sync_and_resume(tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    launch(tmp_path, full, stop=6, algorithm="data2vec2")
+    (log0, w0), (log1, w1) = load(full, 0), load(full, 1)
+    assert [h["loss"] for h in log0["history"]] == [h["loss"] for h in log1["history"]]
+    assert_same(w0["student"], w1["student"])
+    assert_same(w0["teacher"], w1["teacher"])
+    assert any(k.startswith("decoder.") for k in w0["student"])
+    launch(tmp_path, split, stop=3, algorithm="data2vec2")
+    launch(tmp_path, split, stop=6, resume=True, algorithm="data2vec2")
+    second, ws = load(split, 0)
+    assert [h["loss"] for h in second["history"]] == [h["loss"] for h in log0["history"]]
+    assert_same(ws["student"], w0["student"])
+    assert_same(ws["teacher"], w0["teacher"])
+
+
+def test_data2vec2_kill_9_then_resume_equals_uninterrupted(tmp_path):
+    flags = ("--algorithm", "data2vec2", "--max_steps", "20")
+    killed = run_cli(tmp_path / "killed", *flags)
+    deadline = time.time() + 240
+    while not (tmp_path / "killed" / "checkpoint-10").is_dir():
+        assert killed.poll() is None, killed.stderr.read()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    resumed = run_cli(tmp_path / "killed", *flags, "--resume_from_checkpoint", "latest")
+    full = run_cli(tmp_path / "full", *flags)
+    for proc in (resumed, full):
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    a = load_file(tmp_path / "full" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(k.startswith("decoder.") for k in a)
+    t = [load_file(tmp_path / run / "checkpoint-20" / "teacher.safetensors") for run in ("full", "killed")]
+    assert t[0].keys() == t[1].keys() and all(torch.equal(t[0][k], t[1][k]) for k in t[0])
+
+
+@pytest.mark.parametrize("modality", ["text", "vision", "audio"])
+def test_data2vec2_cli_runs_and_continues_with_init_from(tmp_path, modality):
+    """Each modality's built-in data with --algorithm data2vec2; the result loads with the Auto classes, and a run
+    continued from it (--init_from) keeps data2vec 2.0 and its decoder; asking for 1.0 there is refused."""
+    size = ["--max_examples", "64", "--per_device_train_batch_size", "8"]
+    if modality == "text":
+        size += ["--max_seq_length", "32", "--tokenizer_vocab_size", "300"]
+    first = tmp_path / "first"
+    cli(["--modality", modality, "--algorithm", "data2vec2", "--output_dir", str(first), "--max_steps", "3",
+         "--no_probe", *size, *QUICK])
+    encoder = AutoModel.from_pretrained(first)
+    assert encoder.config.algorithm == "data2vec2" and encoder.config.modality == modality
+    pretraining = AutoModelForPreTraining.from_pretrained(first)
+    assert pretraining.decoder is not None and pretraining.regression_head is None
+    second = tmp_path / "second"
+    cli(["--modality", modality, "--init_from", str(first), "--output_dir", str(second), "--max_steps", "2",
+         "--no_probe", *size, *QUICK])
+    state = json.loads((second / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["algorithm"] == "data2vec2"
+    with pytest.raises(SystemExit):  # a 2.0 checkpoint cannot continue as 1.0
+        cli(["--modality", modality, "--algorithm", "data2vec", "--init_from", str(first), "--output_dir",
+             str(tmp_path / "x"), "--max_steps", "1", "--no_probe", *size, *QUICK])
+
+
+def test_a_1_0_checkpoint_is_refused_by_a_2_0_run_and_resume(tmp_path):
+    t = make_trainer(tmp_path / "one", "vision", max_steps=2, save_steps=2)
+    t.train()
+    with pytest.raises(ValueError, match="--algorithm"):
+        make_trainer(tmp_path / "one", "vision", config=v2_config("vision"), max_steps=4,
+                     resume_from_checkpoint="latest")
+    with pytest.raises(ValueError, match="--algorithm data2vec2 .*or leave it out"):
+        make_trainer(tmp_path / "two", "vision", config=v2_config("vision"), algorithm="data2vec")
