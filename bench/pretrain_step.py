@@ -72,8 +72,8 @@ def make_steps(model, batch, autocast):
 
     def student_step():
         with autocast():
-            predictions, _ = model.forward_student(batch, mask)
-            loss, _ = model.forward_loss(predictions, targets, mask)
+            student = model.forward_student(batch, mask)
+            loss, _ = model.forward_loss(student.predictions, targets, mask)
         loss.backward()
         model.zero_grad(set_to_none=True)
 
@@ -92,7 +92,7 @@ def encoder_flops_per_step(model, batch) -> float:
     the student's forward + backward (3 forwards) and the teacher's forward."""
     c = model.config
     with torch.no_grad():
-        front = model.embed(batch)
+        front = model.data2vec.embed(batch)
     B, T, D = front.hidden_states.shape
     matmul_params = sum(p.numel() for n, p in model.data2vec.encoder.named_parameters() if p.dim() == 2)
     per_forward = 2 * matmul_params * B * T + c.num_hidden_layers * 4 * B * T * T * D

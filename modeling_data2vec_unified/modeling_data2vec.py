@@ -679,7 +679,7 @@ class Data2VecPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["Data2VecLayer"]
     # a Data2VecForPreTraining checkpoint loaded as the plain model: its pretraining head is not needed
-    _keys_to_ignore_on_load_unexpected = [r"regression_head\.", r"final_norm\."]
+    _keys_to_ignore_on_load_unexpected = [r"regression_head\.", r"final_norm\.", r"^decoder\."]
     modality: ClassVar[str | None] = None  # None: the class serves every modality
     num_prefix_tokens: ClassVar[int] = 0  # tokens in front of the input's own (vision: CLS), which have no target
     feature_encoder: ClassVar[str | None] = None  # a front end part a teacher may share instead of averaging (audio)
@@ -792,6 +792,10 @@ class Data2VecPreTrainedModel(PreTrainedModel):
         try:
             if isinstance(config, Data2VecConfig):
                 cls._check_modality(config.modality, pretrained_model_name_or_path)
+                saved = read_config_dict(pretrained_model_name_or_path, **kwargs)
+                if saved.get("model_type") == Data2VecConfig.model_type:
+                    cls._check_algorithm(saved.get("algorithm", "data2vec"), config.algorithm,
+                                         pretrained_model_name_or_path)
                 return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
             config_dict = read_config_dict(pretrained_model_name_or_path, **kwargs)
             model_type = config_dict.get("model_type")
@@ -815,6 +819,15 @@ class Data2VecPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"{where} is a {modality} checkpoint; {cls.__name__} is the {cls.modality} model. Load it with "
                 f"{MODEL_CLASS_NAMES[modality]} or AutoModel.from_pretrained."
+            )
+
+    @staticmethod
+    def _check_algorithm(saved: str, given: str, where) -> None:
+        if saved != given:
+            raise ValueError(
+                f"{where} holds a {saved} model but the config passed in is algorithm={given!r}: data2vec 1.0 and 2.0 "
+                f"differ in their pretraining head (regression head / conv decoder) and, for vision, their blocks. "
+                f"Load it with its own config (leave config= out), or pass Data2VecConfig(algorithm={saved!r}, ...)"
             )
 
     def _reject_foreign_inputs(self, kwargs: dict) -> None:
@@ -1014,8 +1027,8 @@ class Data2VecAudioModel(Data2VecPreTrainedModel):
     main_input_name = "input_values"
     input_modalities = ("audio",)
 
-    def __init__(self, config: Data2VecConfig):
-        super().__init__(config)
+    def __init__(self, config: Data2VecConfig, add_pooling_layer: bool = False):
+        super().__init__(config)  # add_pooling_layer: accepted as the other modalities' models do; audio has none
         self.embeddings = Data2VecAudioFrontEnd(config)
         self.encoder = Data2VecEncoder(config)
         self.post_init()

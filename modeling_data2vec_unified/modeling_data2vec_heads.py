@@ -87,7 +87,7 @@ class Data2VecHeadModel(Data2VecPreTrainedModel):
 
     base_model_class: ClassVar[type[Data2VecPreTrainedModel]]
     # our pretraining checkpoints carry the regression head; text heads run without the pooler
-    _keys_to_ignore_on_load_unexpected = [r"regression_head\.", r"final_norm\.", r"pooler\.dense\."]
+    _keys_to_ignore_on_load_unexpected = [r"regression_head\.", r"final_norm\.", r"pooler\.dense\.", r"^decoder\."]
 
     def _base(self, config: Data2VecConfig, **kwargs) -> None:
         self.data2vec = self.base_model_class(config, **kwargs)

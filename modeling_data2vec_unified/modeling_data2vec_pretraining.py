@@ -202,8 +202,7 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
 
     def __init__(self, config: Data2VecConfig):
         super().__init__(config)
-        kwargs = {"add_pooling_layer": False} if config.modality in ("text", "vision") else {}
-        self.data2vec = MODEL_CLASSES[config.modality](config, **kwargs)
+        self.data2vec = MODEL_CLASSES[config.modality](config, add_pooling_layer=False)
         self.main_input_name = self.data2vec.main_input_name
         if config.algorithm == "data2vec2":
             self.decoder = Data2VecDecoder(config)

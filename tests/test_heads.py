@@ -83,8 +83,10 @@ def test_logits_and_loss_equal_transformers(task, tmp_path):
     ("audio", d2v.Data2VecForCTC, dict(vocab_size=20, pad_token_id=0)),
     ("audio", d2v.Data2VecForAudioClassification, dict(num_labels=2)),
 ])
-def test_heads_load_our_pretraining_checkpoints(modality, cls, kwargs, tmp_path):
-    pretrained = d2v.Data2VecForPreTraining(tiny_config(modality))
+@pytest.mark.parametrize("algorithm", ["data2vec", "data2vec2"])
+def test_heads_load_our_pretraining_checkpoints(modality, cls, kwargs, algorithm, tmp_path):
+    v2 = dict(clone_batch=2, decoder_dim=32, decoder_layers=1, decoder_groups=4) if algorithm == "data2vec2" else {}
+    pretrained = d2v.Data2VecForPreTraining(tiny_config(modality, algorithm=algorithm, **v2))
     with torch.no_grad():
         for p in pretrained.parameters():
             p.add_(0.1 * torch.randn_like(p))  # away from any initialisation
@@ -98,7 +100,7 @@ def test_heads_load_our_pretraining_checkpoints(modality, cls, kwargs, tmp_path)
     new = {k for k in model.state_dict() if not k.startswith("data2vec.") or k.startswith("data2vec.pooler.")}
     assert set(info["missing_keys"]) == new  # the head is reported as newly initialised, nothing else
     assert not any(k.startswith("data2vec.") and "pooler" not in k for k in info["unexpected_keys"])
-    assert model.config.modality == modality
+    assert model.config.modality == modality and model.config.algorithm == algorithm
 
 
 @pytest.mark.parametrize("auto, modality, expected", [

@@ -138,3 +138,13 @@ def test_a_1_0_checkpoint_is_refused_by_a_2_0_run_and_resume(tmp_path):
                      resume_from_checkpoint="latest")
     with pytest.raises(ValueError, match="--algorithm data2vec2 .*or leave it out"):
         make_trainer(tmp_path / "two", "vision", config=v2_config("vision"), algorithm="data2vec")
+
+
+@pytest.mark.parametrize("saved,given", [("data2vec2", "data2vec"), ("data2vec", "data2vec2")])
+def test_a_checkpoint_loaded_with_the_other_algorithm_is_refused(tmp_path, saved, given):
+    make = {"data2vec2": v2_config, "data2vec": tiny_config}
+    d2v.Data2VecForPreTraining(make[saved]("audio")).save_pretrained(tmp_path)
+    for cls in (d2v.Data2VecForPreTraining, d2v.Data2VecAudioModel, d2v.Data2VecForCTC):
+        with pytest.raises(ValueError, match=f"holds a {saved} model .* algorithm='{given}'.*leave config= out"):
+            cls.from_pretrained(tmp_path, config=make[given]("audio"))
+    assert AutoModelForPreTraining.from_pretrained(tmp_path).config.algorithm == saved  # its own config: fine
