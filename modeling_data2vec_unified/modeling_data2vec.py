@@ -765,6 +765,8 @@ class Data2VecPreTrainedModel(PreTrainedModel):
             init.uniform_(module.mask_embedding)
         elif isinstance(module, Data2VecALiBi):
             init.ones_(module.scale)
+            # a non-persistent buffer: not in checkpoints, so from_pretrained (built on the meta device) must refill it
+            init.copy_(module.slopes, torch.tensor(alibi_slopes(len(module.slopes)), device=module.slopes.device))
         elif isinstance(module, Data2VecVisionEmbeddings):
             init.trunc_normal_(module.cls_token, std=std)
             if module.mask_token is not None:
