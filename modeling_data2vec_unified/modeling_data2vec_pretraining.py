@@ -397,7 +397,7 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         if c.teacher_scope == "model":
             out = teacher.model.encode(teacher.model.contextualize(teacher.model.embed(batch)), **outputs)
         elif c.teacher_scope == "model_except_feature_encoder":
-            own = FrontEndOutput(tokens.hidden_states.to(dtype), tokens.attention_mask)
+            own = FrontEndOutput(tokens.hidden_states.detach().to(dtype), tokens.attention_mask)
             out = teacher.model.encode(teacher.model.contextualize(own), **outputs)
         else:
             with _eval_mode(m.embeddings):

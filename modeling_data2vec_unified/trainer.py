@@ -78,7 +78,7 @@ TINY_RECIPES: dict[str, dict] = {
 }
 # data2vec 2.0's tiny recipes (issue 12; measured on the built-in data: docs/benchmarks.md)
 TINY_RECIPES_V2: dict[str, dict] = {
-    "vision": dict(mask_prob=0.6, mask_length=2, mask_prob_adjust=0.07, clone_batch=8, decoder_dim=64,
+    "vision": dict(mask_prob=0.5, mask_length=2, mask_prob_adjust=0.07, clone_batch=4, decoder_dim=64,
                    decoder_layers=3, decoder_groups=4, average_top_k_layers=3, ema_decay=0.99, ema_end_decay=0.999),
     "text": dict(clone_batch=4, decoder_dim=64, decoder_layers=3, decoder_groups=1, average_top_k_layers=4,
                  ema_decay=0.99, ema_end_decay=0.999),
@@ -100,7 +100,7 @@ TRAINING_DEFAULTS: dict[str, dict[str, tuple[float, int, int]]] = {
 
 # data2vec 2.0 tiny runs: (learning rate, per-device batch, max steps); larger sizes share 1.0's (the base recipes'
 # learning rates are close: vision 1e-3, text 2e-4, audio 7.5e-4)
-TRAINING_DEFAULTS_V2: dict[str, tuple[float, int, int]] = {"vision": (3e-3, 64, 600), "text": (1e-3, 32, 300),
+TRAINING_DEFAULTS_V2: dict[str, tuple[float, int, int]] = {"vision": (6e-3, 64, 800), "text": (1e-3, 32, 300),
                                                            "audio": (1e-3, 16, 300)}
 
 # AdamW and clipping of each modality's recipe: text fairseq examples/data2vec/config/text/pretraining/base.yaml
