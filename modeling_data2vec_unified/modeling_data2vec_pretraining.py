@@ -445,14 +445,6 @@ def visible_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
     return torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices[:, :count]
 
 
-# the base model's own input names, per modality (what a whole-model teacher is called with)
-MODEL_INPUT_NAMES = {
-    "text": ("input_ids", "attention_mask", "token_type_ids"),
-    "vision": ("pixel_values",),
-    "audio": ("input_values", "attention_mask"),
-}
-
-
 __all__ = [
     "Data2VecCollapseError",
     "Data2VecForPreTraining",

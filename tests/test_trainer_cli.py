@@ -125,17 +125,22 @@ def run_cli(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
-    killed = run_cli(tmp_path / "killed")
+def kill_9_at(killed: subprocess.Popen, checkpoint: Path) -> None:
+    """SIGKILL the run as soon as `checkpoint` exists (before the run's end)."""
     deadline = time.time() + 240
-    while not (tmp_path / "killed" / "checkpoint-10").is_dir():
+    while not checkpoint.is_dir():
         assert killed.poll() is None, killed.stderr.read()[-2000:]
         assert time.time() < deadline
         time.sleep(0.02)
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL
-    assert not (tmp_path / "killed" / "model.safetensors").exists()  # it really died before the end
+    assert not (checkpoint.parent / "model.safetensors").exists()  # it really died before the end
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
+    killed = run_cli(tmp_path / "killed")
+    kill_9_at(killed, tmp_path / "killed" / "checkpoint-10")
     resumed = run_cli(tmp_path / "killed", "--resume_from_checkpoint", "latest")
     full = run_cli(tmp_path / "full")
     for proc in (resumed, full):

@@ -4,9 +4,6 @@ continued pretraining (`--init_from`), plus the errors when a run mixes data2vec
 
 import json
 import math
-import os
-import signal
-import time
 
 import pytest
 import torch
@@ -18,8 +15,8 @@ from modeling_data2vec_unified.trainer import cli
 
 from conftest import tiny_config
 from test_distributed import launch, load, assert_same
-from test_trainer import make_trainer, tiny_data, weights
-from test_trainer_cli import QUICK, run_cli
+from test_trainer import make_trainer, weights
+from test_trainer_cli import QUICK, kill_9_at, run_cli
 
 V2 = dict(algorithm="data2vec2", clone_batch=3, decoder_dim=32, decoder_layers=2, decoder_groups=4)
 
@@ -85,15 +82,7 @@ def test_data2vec2_two_processes_sync_and_resume(tmp_path):
 
 def test_data2vec2_kill_9_then_resume_equals_uninterrupted(tmp_path):
     flags = ("--algorithm", "data2vec2", "--max_steps", "20")
-    killed = run_cli(tmp_path / "killed", *flags)
-    deadline = time.time() + 240
-    while not (tmp_path / "killed" / "checkpoint-10").is_dir():
-        assert killed.poll() is None, killed.stderr.read()[-2000:]
-        assert time.time() < deadline
-        time.sleep(0.02)
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait()
-    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    kill_9_at(run_cli(tmp_path / "killed", *flags), tmp_path / "killed" / "checkpoint-10")
     resumed = run_cli(tmp_path / "killed", *flags, "--resume_from_checkpoint", "latest")
     full = run_cli(tmp_path / "full", *flags)
     for proc in (resumed, full):
