@@ -864,7 +864,10 @@ class Data2VecPreTrainedModel(PreTrainedModel):
         masking, positions added where they are added before masking. Text with a `mask` embeds the 1.0 student's
         view (`masked_input_ids`, else `<mask>` at the masked tokens); other modalities mask in `contextualize`.
         `features`: audio's conv features when already computed."""
-        raise NotImplementedError(f"{type(self).__name__} does not define embed()")
+        base = getattr(self, "data2vec", None)  # a head or the pretraining model: its modality's model embeds
+        if base is None:
+            raise TypeError(f"{type(self).__name__} has no front end of its own: call embed() on a modality's model")
+        return base.embed(batch, mask, features)
 
     def contextualize(self, tokens: FrontEndOutput, mask: torch.Tensor | None = None,
                       keep: torch.Tensor | None = None) -> FrontEndOutput:

@@ -150,3 +150,12 @@ def test_the_default_data2vec2_run_learns_features_better_than_random_init(tmp_p
     assert probe["steps"] == 800
     assert probe["pretrained"] - probe["random_init"] >= 0.15, probe
     assert probe["pretrained"] >= 0.93, probe
+
+
+def test_wrappers_embed_through_their_modality_model():
+    """The interface Data2VecForPreTraining uses (embed) answers on the wrappers too, as their modality model's."""
+    model = d2v.Data2VecForPreTraining(v2_config("vision")).eval()
+    batch = {"pixel_values": torch.randn(2, 3, 32, 32)}
+    assert torch.equal(model.embed(batch).hidden_states, model.data2vec.embed(batch).hidden_states)
+    head = d2v.Data2VecForImageClassification(v2_config("vision", num_labels=3)).eval()
+    assert head.embed(batch).hidden_states.shape == (2, 16, 32)
