@@ -32,6 +32,7 @@ import os
 import pickle
 import random
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -180,6 +181,8 @@ class PretrainingArguments:
                                                                   "transformers' (facebook/data2vec-audio-base)"})
     # ---- optimisation --------------------------------------------------------------------------------------------
     output_dir: str | None = field(default=None, metadata={"help": "default: runs/data2vec-<modality>"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "start afresh in an output_dir that holds another run's checkpoints (they are deleted first)"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps"})
     per_device_train_batch_size: int | None = field(default=None)
     gradient_accumulation_steps: int = field(default=1)
@@ -200,6 +203,9 @@ class PretrainingArguments:
     ema_end_decay: float | None = field(default=None)
     ema_anneal_end_step: int | None = field(default=None, metadata={"help": "tiny: max_steps"})
     seed: int = field(default=0)
+    max_train_time: str | None = field(default=None, metadata={
+        "help": "stop with a checkpoint once this much wall-clock has passed: seconds, or e.g. '90m', '12h', '2d' "
+                "(a job's time limit; resume with --resume_from_checkpoint latest)"})
     dataloader_num_workers: int = field(default=0)
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even if an accelerator is present"})
     # ---- watching it -----------------------------------------------------------------------------------------
@@ -238,8 +244,10 @@ class PretrainingArguments:
         if v2 and args.model_size == "tiny":
             lr, batch, steps = TRAINING_DEFAULTS_V2[args.modality]
         args.learning_rate = lr if args.learning_rate is None else args.learning_rate
-        args.per_device_train_batch_size = args.per_device_train_batch_size or batch
-        args.max_steps = args.max_steps or steps
+        if args.per_device_train_batch_size is None:
+            args.per_device_train_batch_size = batch
+        if args.max_steps is None:
+            args.max_steps = steps
         args.output_dir = args.output_dir or f"runs/data2vec-{args.modality}"
         recipe = {**(OPTIMIZER_DEFAULTS_V2 if v2 else OPTIMIZER_DEFAULTS)[args.modality],
                   **(TINY_OPTIMIZER.get(args.modality, {}) if args.model_size == "tiny" and not v2 else {})}
@@ -256,6 +264,13 @@ class PretrainingArguments:
                      "save_steps"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name} must be >= 1; got {getattr(args, name)}")
+        for name in ("dataloader_num_workers", "warmup_steps"):
+            if getattr(args, name) < 0:
+                raise ValueError(f"--{name} must be >= 0; got {getattr(args, name)}")
+        if args.save_total_limit is not None and args.save_total_limit < 1:
+            raise ValueError(f"--save_total_limit must be >= 1 (or unset: keep all); got {args.save_total_limit}")
+        if args.max_train_time is not None:
+            args.max_train_time = str(parse_duration(args.max_train_time))
         if args.probe_steps is not None and args.probe_steps < 0:
             raise ValueError(f"--probe_steps must be >= 1 (or 0: no probes during training); got {args.probe_steps}")
         args.probe_steps = args.probe_steps or None
@@ -327,6 +342,21 @@ class _Batched(torch.utils.data.Dataset):
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradients were NaN / inf (the update was skipped; nothing was poisoned)."""
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# flags that shape the run a checkpoint continues: resuming with other values would not continue it exactly
+SCHEDULE_FLAGS = ("max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "per_device_train_batch_size",
+                  "gradient_accumulation_steps", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed")
+
+
+def parse_duration(text: str | float) -> float:
+    """'3600', '90s', '90m', '12h', '2d' -> seconds (> 0)."""
+    value = str(text).strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([smhd]?)", value)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"--max_train_time must be a positive duration: seconds or e.g. '90m', '12h', '2d'; got {text!r}")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
 
 
 def parse_overrides(text: str | None) -> dict:
@@ -501,6 +531,11 @@ class Data2VecPretrainer:
                                args.output_dir)
             else:
                 self._check_checkpoint(self.resume_from)
+        else:
+            self._check_output_dir()
+        self.interrupted: int | None = None  # the signal that stopped the run early, if one did
+        self.command: list[str] | None = None  # the CLI flags of this run (set by `cli`), for the resume hint
+        self._started = time.perf_counter()  # --max_train_time counts from here
         self._check_first_batch()
 
     # ---- building ----------------------------------------------------------------------------------------------
@@ -535,11 +570,43 @@ class Data2VecPretrainer:
                 f"nor loads (unpickling runs whatever code the file names), left by an older version or another "
                 f"program. Resume it with the version that wrote it, or start a new --output_dir"
             )
+        saved = state.get("args", {})
+        changed = {k: (saved[k], getattr(self.args, k)) for k in SCHEDULE_FLAGS
+                   if k in saved and saved[k] != getattr(self.args, k)}
+        if changed:
+            raise ValueError(
+                f"checkpoint {path} was saved by a run with other schedule flags: "
+                + ", ".join(f"--{k} {old} (now {new})" for k, (old, new) in changed.items())
+                + ". A resume continues the saved run exactly: pass its values again. To train on with new ones, start "
+                  "a new run from its weights: --init_from <the run's output_dir> (after it finished) in another "
+                  "--output_dir"
+            )
         if not (path / TEACHER_WEIGHTS).is_file() or "lr_scheduler" not in state:
             raise ValueError(
                 f"checkpoint {path} has no {TEACHER_WEIGHTS} or no lr_scheduler in {TRAINER_STATE} (written by an "
                 f"older version?): resume from a checkpoint of this version, or start a new --output_dir"
             )
+
+    def _check_output_dir(self) -> None:
+        """A fresh run must not land among another run's checkpoints (its own would be pruned as older, `latest` would
+        resume the other run, and model.safetensors would be overwritten): refused, or with --overwrite_output_dir
+        those checkpoints are deleted first."""
+        old = sorted(p.name for p in Path(self.args.output_dir).glob("checkpoint-*") if CHECKPOINT_PATTERN.match(p.name))
+        if not old:
+            return
+        if not self.args.overwrite_output_dir:
+            raise ValueError(
+                f"--output_dir {self.args.output_dir} holds another run's checkpoints ({', '.join(old[-3:])}): pass "
+                f"--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to delete them and "
+                f"start afresh, or another --output_dir"
+            )
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            for name in old:
+                shutil.rmtree(Path(self.args.output_dir) / name)
+            logger.warning("--overwrite_output_dir: deleted %d checkpoint(s) of an earlier run in %s", len(old),
+                           self.args.output_dir)
+        self.accelerator.wait_for_everyone()
 
     def _check_first_batch(self) -> None:
         """One batch through the collator before anything trains: data errors surface here, with their fix."""
@@ -659,12 +726,68 @@ class Data2VecPretrainer:
             logger.info("resumed from %s at step %d", self.resume_from, self.state.global_step)
         acc.init_trackers("logs", config=_tracker_config(args))
         try:
-            metrics = self._loop(min(args.max_steps, stop_at_step or args.max_steps))
+            with self._stop_on_signals():
+                metrics = self._loop(min(args.max_steps, stop_at_step or args.max_steps))
             if self.state.global_step >= args.max_steps:
                 metrics.update(self.finish())
         finally:
             acc.end_training()
         return metrics
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGTERM (a cluster's pre-emption) and SIGINT (Ctrl-C) let the current step finish; the loop then saves a
+        checkpoint and stops. A second Ctrl-C stops at once. Handlers are installed only in the main thread."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.interrupted is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.interrupted = signum
+            logger.warning("received %s: finishing step %d, then saving a checkpoint",
+                           signal.Signals(signum).name, self.state.global_step + 1)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def resume_command(self) -> str:
+        """The command that continues this run: its own flags (when started by `cli`) + --resume_from_checkpoint."""
+        flags, skip = [], False
+        for item in self.command or ["<the same flags>"]:
+            if skip or item.startswith("--resume_from_checkpoint"):
+                skip = item == "--resume_from_checkpoint"
+                continue
+            flags.append(shlex.quote(item) if item != "<the same flags>" else item)
+        return " ".join(["data2vec-pretrain", *flags, "--resume_from_checkpoint", "latest"])
+
+    def _should_stop(self, step: int, logged: bool) -> str | None:
+        """Why the loop stops early after `step`, if it does: a signal, or --max_train_time. Several processes agree at
+        logging steps (where the loop syncs anyway), so that they all save the same step."""
+        reason = None
+        if self.interrupted is not None:
+            import signal
+
+            reason = f"{signal.Signals(self.interrupted).name}"
+        elif self.args.max_train_time and time.perf_counter() - self._started >= float(self.args.max_train_time):
+            reason = f"--max_train_time {float(self.args.max_train_time):g} s"
+        acc = self.accelerator
+        if acc.num_processes > 1:
+            if not logged:
+                return None
+            flag = acc.reduce(torch.tensor(float(reason is not None), device=acc.device), reduction="sum")
+            if float(flag) == 0:
+                return None
+            reason = reason or "another process's stop"
+        return reason
 
     def _loop(self, end: int) -> dict:
         args, acc = self.args, self.accelerator
@@ -697,8 +820,15 @@ class Data2VecPretrainer:
                 samples = 0
             if args.probe_steps and step % args.probe_steps == 0 and self.data.probe is not None:
                 clock += self.periodic_probe(step)  # not counted in the throughput
-            if step % args.save_steps == 0 or step == end:
-                self.save_checkpoint()
+            stop = self._should_stop(step, step % args.logging_steps == 0)
+            if step % args.save_steps == 0 or step == end or stop:
+                path = self.save_checkpoint()
+            if stop and step < end:
+                progress.close()
+                if acc.is_main_process:
+                    print(f"data2vec-pretrain: stopped at step {step} of {args.max_steps} ({stop}); saved {path}. "
+                          f"Resume with: {self.resume_command()}", file=sys.stderr)
+                break
         progress.close()
         return metrics
 
@@ -998,10 +1128,15 @@ def cli(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     (args,) = HfArgumentParser(PretrainingArguments).parse_args_into_dataclasses(args=argv)
     try:
-        return Data2VecPretrainer(args).train()
+        trainer = Data2VecPretrainer(args)
+        trainer.command = list(sys.argv[1:] if argv is None else argv)
+        metrics = trainer.train()
     except (ValueError, FileNotFoundError, NonFiniteLossError, Data2VecCollapseError) as error:
         print(f"data2vec-pretrain: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
+    if trainer.interrupted is not None:  # saved and stopped: the shell's code for death by that signal
+        raise SystemExit(128 + trainer.interrupted)
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,88 @@
+"""A trainer for long runs (issue 13): no silent overwrite of another run, a signal or a time limit saves and stops,
+a resume with other schedule flags is refused, and 0 is not "unset"."""
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modeling_data2vec_unified.trainer import PretrainingArguments, cli, parse_duration
+
+from test_trainer import make_trainer, weights
+from test_trainer_cli import QUICK, run_cli
+
+
+def test_a_fresh_run_refuses_another_runs_checkpoints_or_overwrites_them(tmp_path):
+    make_trainer(tmp_path, max_steps=4, save_steps=2).train()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    with pytest.raises(ValueError, match="--resume_from_checkpoint latest.*--overwrite_output_dir"):
+        make_trainer(tmp_path, max_steps=3, save_steps=1)
+    again = make_trainer(tmp_path, max_steps=3, save_steps=1, overwrite_output_dir=True)
+    assert not list(tmp_path.glob("checkpoint-*"))  # the other run's checkpoints are gone before this one starts
+    again.train()
+    # this run's newest checkpoints are kept (not pruned as older than the other run's checkpoint-4)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+
+
+def test_resuming_with_other_schedule_flags_is_refused(tmp_path):
+    make_trainer(tmp_path, max_steps=4, save_steps=2).train(stop_at_step=2)
+    for flag, value in (("max_steps", 8), ("learning_rate", 5e-4), ("per_device_train_batch_size", 2)):
+        with pytest.raises(ValueError, match=f"--{flag} .* \\(now {value}\\).*--init_from"):
+            make_trainer(tmp_path, **{"max_steps": 4, "save_steps": 2, flag: value, "resume_from_checkpoint": "latest"})
+    make_trainer(tmp_path, max_steps=4, save_steps=2, resume_from_checkpoint="latest").train()  # the same: fine
+
+
+@pytest.mark.parametrize("name", ["max_steps", "per_device_train_batch_size", "gradient_accumulation_steps"])
+def test_zero_is_not_unset(name):
+    with pytest.raises(ValueError, match=f"--{name} must be >= 1; got 0"):
+        PretrainingArguments(**{name: 0}).resolve()
+
+
+def test_durations():
+    assert [parse_duration(t) for t in ("90", "90s", "1.5m", "12h", "2d")] == [90, 90, 90, 43200, 172800]
+    for bad in ("0", "-5", "abc", "12x", ""):
+        with pytest.raises(ValueError, match="--max_train_time must be a positive duration"):
+            parse_duration(bad)
+
+
+def test_max_train_time_stops_with_a_checkpoint_that_resumes(tmp_path):
+    t = make_trainer(tmp_path / "a", max_steps=100000, save_steps=100000, max_train_time="1.5")
+    began = time.perf_counter()
+    t.train()
+    assert time.perf_counter() - began < 30
+    step = t.state.global_step
+    assert 0 < step < 100000 and (tmp_path / "a" / f"checkpoint-{step}").is_dir()
+    assert not (tmp_path / "a" / "model.safetensors").exists()  # stopped, not finished
+    resumed = make_trainer(tmp_path / "a", max_steps=100000, save_steps=100000, max_train_time="1.5",
+                           resume_from_checkpoint="latest")
+    assert resumed.resume_from.name == f"checkpoint-{step}"
+
+
+def test_sigterm_saves_the_current_step_and_the_resume_is_exact(tmp_path):
+    """A real process gets a real SIGTERM mid-run: it finishes the step, saves it, exits 143 and prints the resume
+    command; resuming gives the weights of an uninterrupted run."""
+    flags = ("--save_steps", "5", "--max_steps", "80", "--per_device_train_batch_size", "128")  # ~4 s of steps
+    proc = run_cli(tmp_path / "stopped", *flags)
+    deadline = time.time() + 240
+    while not (tmp_path / "stopped" / "checkpoint-5").is_dir():  # the loop is running
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    stderr = proc.stderr.read()
+    step = int(stderr.split("stopped at step ")[1].split()[0])
+    assert f"stopped at step {step} of 80 (SIGTERM); saved" in stderr and 5 <= step < 80, stderr[-2000:]
+    assert (tmp_path / "stopped" / f"checkpoint-{step}" / "trainer_state.json").is_file()
+    assert not (tmp_path / "stopped" / "model.safetensors").exists()
+    assert stderr.split("Resume with: ")[1].startswith("data2vec-pretrain --output_dir")
+    assert "--resume_from_checkpoint latest" in stderr.split("Resume with:")[1]
+    resumed = run_cli(tmp_path / "stopped", *flags, "--resume_from_checkpoint", "latest")
+    full = run_cli(tmp_path / "full", *flags)
+    for p in (resumed, full):
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    a = load_file(tmp_path / "full" / "model.safetensors")
+    b = load_file(tmp_path / "stopped" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
