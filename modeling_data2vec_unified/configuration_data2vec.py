@@ -155,6 +155,35 @@ DATA2VEC2_DEFAULTS: dict[str, dict] = {
 }
 
 
+# value checks at construction (and after `--config_overrides`): integer fields and their least value
+POSITIVE_INTS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+                 "max_position_embeddings", "type_vocab_size", "image_size", "patch_size", "num_channels",
+                 "num_conv_pos_embeddings", "conv_pos_kernel_size", "num_conv_pos_embedding_groups", "sampling_rate",
+                 "mask_length", "head_layers", "clone_batch", "decoder_layers", "decoder_dim",
+                 "decoder_kernel", "decoder_groups")
+NON_NEGATIVE_INTS = ("ema_anneal_end_step",)
+# probabilities in [0, 1)
+DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "activation_dropout", "layerdrop", "drop_path_rate",
+            "feat_proj_dropout", "decoder_input_dropout", "classifier_dropout", "final_dropout")
+# floats in [low, high]
+FLOAT_RANGES = {
+    "mask_prob": (0.0, 1.0), "mask_random_token_prob": (0.0, 1.0), "mask_leave_unmasked_prob": (0.0, 1.0),
+    "mask_min_aspect": (1e-6, 1.0), "ema_decay": (0.0, 1.0), "ema_end_decay": (0.0, 1.0),
+    "layer_norm_eps": (1e-12, 1.0), "initializer_range": (0.0, math.inf), "loss_beta": (0.0, math.inf),
+    "loss_scale": (1e-12, math.inf), "mask_prob_adjust": (0.0, 1.0), "mask_noise_std": (0.0, math.inf),
+    "cls_loss_weight": (0.0, math.inf), "layer_scale_init_value": (0.0, math.inf),
+    "min_target_var": (0.0, math.inf), "min_pred_var": (0.0, math.inf),
+}
+# fields only one modality reads: set on a config of another modality, they would be ignored silently
+MODALITY_FIELDS = {
+    "text": ("max_position_embeddings", "type_vocab_size", "mask_random_token_prob", "mask_leave_unmasked_prob"),
+    "vision": ("image_size", "patch_size", "num_channels", "use_absolute_position_embeddings", "use_mean_pooling",
+               "position_embedding_type", "mask_min_aspect"),
+    "audio": ("conv_dim", "conv_stride", "conv_kernel", "conv_bias", "feat_extract_activation", "feat_proj_dropout",
+              "num_conv_pos_embeddings", "conv_pos_kernel_size", "num_conv_pos_embedding_groups", "sampling_rate"),
+}
+
+
 @strict
 class Data2VecConfig(PreTrainedConfig):
     r"""
@@ -299,6 +328,7 @@ class Data2VecConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Checked by `@strict` after construction: inconsistent settings fail here, naming the fix."""
+        self._validate_values()
         for name, allowed in CHOICES.items():
             if getattr(self, name) is None and name in ("position_embedding_type", "decoder_type"):
                 continue  # another modality's field / a data2vec 2.0 field on a 1.0 config
@@ -339,6 +369,36 @@ class Data2VecConfig(PreTrainedConfig):
             raise ValueError(
                 f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
             )
+
+    def _validate_values(self) -> None:
+        """Types and ranges of the numeric fields, and fields of another modality."""
+        for name in POSITIVE_INTS + NON_NEGATIVE_INTS:
+            value, least = getattr(self, name), 1 if name in POSITIVE_INTS else 0
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}; got {value!r}")
+        for name in DROPOUTS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0.0 <= value < 1.0):
+                raise ValueError(f"{name} must be a probability in [0, 1); got {value!r}")
+        for name, (low, high) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not low <= value <= high):
+                raise ValueError(f"{name} must be a number in [{low:g}, {high:g}]; got {value!r}")
+        for modality, names in MODALITY_FIELDS.items():
+            if modality == self.modality:
+                continue
+            foreign = [n for n in names if getattr(self, n) is not None]
+            if foreign:
+                raise ValueError(
+                    f"{', '.join(foreign)} {'is an' if modality == 'audio' and len(foreign) == 1 else 'is a' if len(foreign) == 1 else 'are'} {modality} field"
+                    f"{'' if len(foreign) == 1 else 's'}; this config's modality is {self.modality!r}, which ignores "
+                    f"{'it' if len(foreign) == 1 else 'them'}: drop {'it' if len(foreign) == 1 else 'them'}, or use "
+                    f"Data2VecConfig(modality={modality!r}, ...)"
+                )
 
     def _validate_data2vec2(self) -> None:
         missing = [n for n in ("clone_batch", "decoder_type", "decoder_dim", "decoder_layers", "mask_noise_std")

@@ -80,8 +80,9 @@ def test_default_top_k_follows_the_depth(modality, layers, k, tmp_path):
     """An encoder without an explicit average_top_k_layers gets the base K from 12 layers up (data2vec_vision's ViT-L:
     top 6 of 24) and the same share of its layers below (round(K_base * layers / 12), at least 1), so shrinking a
     model needs no pretraining knowledge."""
+    audio = dict(num_conv_pos_embedding_groups=4) if modality == "audio" else {}
     config = d2v.Data2VecConfig(modality=modality, num_hidden_layers=layers, hidden_size=32, num_attention_heads=4,
-                                intermediate_size=64, num_conv_pos_embedding_groups=4)
+                                intermediate_size=64, **audio)
     assert config.average_top_k_layers == k == d2v.configuration_data2vec.default_top_k(modality, layers)
     config.save_pretrained(tmp_path)  # the derived value is written out and read back as given
     assert AutoConfig.from_pretrained(tmp_path).average_top_k_layers == k
@@ -94,3 +95,25 @@ def test_a_two_layer_vision_model_builds_for_fine_tuning_and_pretraining():
     model = d2v.Data2VecForPreTraining(config)
     assert len(model.data2vec.encoder.layers) == 2
     assert d2v.Data2VecForImageClassification(config).config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mask_prob="abc"), "mask_prob must be a number in \\[0, 1\\]; got 'abc'"),
+    (dict(mask_prob=1.5), "mask_prob must be a number in \\[0, 1\\]; got 1.5"),
+    (dict(hidden_size=64.5), "hidden_size must be an integer >= 1; got 64.5"),
+    (dict(num_attention_heads=True), "num_attention_heads must be an integer >= 1; got True"),
+    (dict(hidden_dropout_prob=1.0), "hidden_dropout_prob must be a probability in \\[0, 1\\); got 1.0"),
+    (dict(ema_decay=1.2), "ema_decay must be a number in \\[0, 1\\]"),
+    (dict(conv_dim=[8, 8]), "conv_dim is an audio field; this config's modality is 'vision'.*modality='audio'"),
+    (dict(modality="audio", image_size=32, patch_size=8), "image_size, patch_size are vision fields"),
+])
+def test_values_are_type_and_range_checked(kwargs, message):
+    """Issue 13, item 8: at construction and after --config_overrides, naming the field and the allowed range."""
+    with pytest.raises(Exception, match=message):
+        d2v.Data2VecConfig(**kwargs)
+    from modeling_data2vec_unified.trainer import apply_config_updates, parse_overrides
+
+    if "modality" not in kwargs:  # the same through --config_overrides
+        text = ",".join(f"{k}={v!r}".replace("'", '"') for k, v in kwargs.items())
+        with pytest.raises(Exception, match=message.split(";")[0]):
+            apply_config_updates(d2v.Data2VecConfig(), parse_overrides(text))

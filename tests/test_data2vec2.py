@@ -575,7 +575,7 @@ def test_bad_masks_and_configs_are_refused(modality):
     with pytest.raises(ValueError, match=r"exactly \d+ of \d+ tokens visible"):
         model(**{**batch, key: wrong})
     # the config's validation error (huggingface_hub's strict dataclass wraps the ValueError)
-    with pytest.raises(Exception, match="clone_batch must be >= 1"):
+    with pytest.raises(Exception, match="clone_batch must be an integer >= 1; got 0"):
         config2(modality, clone_batch=0)
     with pytest.raises(Exception, match="use_mask_token must be False"):
         config2(modality, use_mask_token=True)
