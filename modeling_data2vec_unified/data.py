@@ -23,6 +23,8 @@ workers parallelise it).
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 import inspect
 import io
@@ -134,6 +136,7 @@ def load_pretraining_data(
     tokenizer_vocab_size: int = 2048,
     seed: int = 0,
     cache_dir: str | None = None,
+    probe: bool = True,
 ) -> PretrainingData:
     """Pretraining examples of `config.modality` from `dataset`, fitted to `config`.
 
@@ -144,7 +147,7 @@ def load_pretraining_data(
     and name when None; a "label" column, e.g. from image subfolders, gives a probe). `max_seq_length`: text tokens
     per example, `<s>` and `</s>` included. `max_examples`: keep the first N rows (builtin: pretraining examples).
     `resample_audio`: resample audio at another rate to `config.sampling_rate` (else refuse it). `seed`: the builtin
-    sounds and the probe split.
+    sounds and the probe split. `probe=False`: no probe examples are prepared (a run without a probe decodes none).
 
     Raises FileNotFoundError / ValueError naming the fix for a missing path, empty data, data of another modality,
     audio at another sampling rate (with `resample_audio=False`) or images that do not come out at the config's size.
@@ -166,12 +169,14 @@ def load_pretraining_data(
         loader = {"text": AutoTokenizer, "vision": AutoImageProcessor, "audio": AutoFeatureExtractor}[modality]
         processor = loader.from_pretrained(processor, cache_dir=cache_dir)
 
-    if dataset == "builtin":
+    if dataset == "builtin":  # in memory, made together with the probe: dropped afterwards when not wanted
         if modality == "vision":
-            return _builtin_digits(config, processor, max_examples)
-        if modality == "audio":
-            return _builtin_sounds(config, processor, max_examples, seed)
-        return _builtin_text(config, processor, max_seq_length, tokenizer_vocab_size, seed, max_examples)
+            data = _builtin_digits(config, processor, max_examples)
+        elif modality == "audio":
+            data = _builtin_sounds(config, processor, max_examples, seed)
+        else:
+            data = _builtin_text(config, processor, max_seq_length, tokenizer_vocab_size, seed, max_examples)
+        return data if probe else dataclasses.replace(data, probe=None)
 
     rows, source = _load_rows(config, dataset, dataset_config_name, split, cache_dir)
     if max_examples is not None:
@@ -183,6 +188,8 @@ def load_pretraining_data(
         )
     if label_column is None and "label" in rows.column_names and column != "label":
         label_column = "label"
+    if not probe:
+        label_column = None  # no probe: none of its examples is decoded
     if modality == "text":
         return _prepare_text(config, rows, column, label_column, processor, max_seq_length, tokenizer_vocab_size, seed,
                              source)

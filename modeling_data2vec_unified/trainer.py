@@ -493,7 +493,7 @@ class Data2VecPretrainer:
                     processor=args.processor or text_processor, column=args.column, label_column=args.label_column,
                     max_seq_length=args.max_seq_length, max_examples=args.max_examples,
                     resample_audio=args.resample_audio, tokenizer_vocab_size=args.tokenizer_vocab_size,
-                    seed=args.seed,
+                    seed=args.seed, probe=args.probe or bool(args.probe_steps),
                 )
         self.data = data
         if model is None:

@@ -553,3 +553,21 @@ def test_bad_columns_and_settings_name_the_fix(data_of_each_kind, tmp_path):
         load_pretraining_data(tiny_config("vision", **{**VISION, "num_channels": 2}))
     with pytest.raises(ValueError, match="feature extractor works at 8000 Hz but config.sampling_rate is 16000"):
         load_pretraining_data(tiny_config("audio"), processor=default_feature_extractor(8000))
+
+
+def test_no_probe_prepares_no_probe_examples(image_folder, tmp_path, monkeypatch):
+    """Issue 13, item 6: `--no_probe` decodes none of the probe's examples (up to 2000 images at start-up before)."""
+    import modeling_data2vec_unified.data as data_module
+
+    config = tiny_config("vision", image_size=16, patch_size=4)
+
+    def no_probe(rows, label_column, prepare, seed):
+        if label_column is not None:  # a probe would be prepared (`_probe` returns None without labels)
+            raise AssertionError("probe examples prepared")
+
+    monkeypatch.setattr(data_module, "_probe", no_probe)
+    data = load_pretraining_data(config, str(image_folder), cache_dir=str(tmp_path / "cache"), probe=False)
+    assert data.probe is None and len(data.train) == 12
+    assert load_pretraining_data(config, "builtin", probe=False).probe is None
+    with pytest.raises(AssertionError, match="probe examples prepared"):  # the default still prepares them
+        load_pretraining_data(config, str(image_folder), cache_dir=str(tmp_path / "cache"))
