@@ -419,11 +419,25 @@ def _check_modality(args: PretrainingArguments, config: Data2VecConfig) -> None:
         )
 
 
-def _ema_fields(args: PretrainingArguments) -> dict:
+def _check_init_from(path: str) -> None:
+    """--init_from takes a model (a run's output_dir, a released checkpoint), not a training checkpoint folder."""
+    if (Path(path) / TRAINER_STATE).is_file():
+        raise ValueError(
+            f"--init_from {path} is a training checkpoint (it holds {TRAINER_STATE}): to continue that run exactly, "
+            f"pass --resume_from_checkpoint {path} with the run's --output_dir; to start a new run from a finished "
+            f"run's model, pass --init_from <that run's output_dir>"
+        )
+
+
+def _ema_fields(args: PretrainingArguments, loaded: Data2VecConfig | None = None) -> dict:
+    """The EMA flags given; tiny runs anneal over the whole run; a run continued from `loaded` (--init_from) anneals
+    within this run (at most --max_steps), not over what the earlier run had left."""
     fields = {k: getattr(args, k) for k in ("ema_decay", "ema_end_decay", "ema_anneal_end_step")
               if getattr(args, k) is not None}
     if "ema_anneal_end_step" not in fields and args.model_size == "tiny" and not (args.config or args.init_from):
         fields["ema_anneal_end_step"] = args.max_steps  # tiny runs anneal over the whole run
+    if "ema_anneal_end_step" not in fields and loaded is not None:
+        fields["ema_anneal_end_step"] = min(loaded.ema_anneal_end_step, args.max_steps)
     return fields
 
 
@@ -479,9 +493,11 @@ class Data2VecPretrainer:
         )
         set_seed(args.seed)  # the same initial weights on every process
         if model is None and args.init_from:
+            _check_init_from(args.init_from)
             model = Data2VecForPreTraining.from_pretrained(args.init_from)  # ours or transformers' checkpoints
             _check_modality(args, model.config)
-            apply_config_updates(model.config, {**parse_overrides(args.config_overrides), **_ema_fields(args)})
+            apply_config_updates(model.config, {**parse_overrides(args.config_overrides),
+                                                 **_ema_fields(args, model.config)})
         config = model.config if model is not None else build_config(args)
         if data is None:
             from .data import load_pretraining_data
@@ -537,6 +553,26 @@ class Data2VecPretrainer:
         self.command: list[str] | None = None  # the CLI flags of this run (set by `cli`), for the resume hint
         self._started = time.perf_counter()  # --max_train_time counts from here
         self._check_first_batch()
+        self.hub_repo_id = self._check_hub() if args.push_to_hub else None
+
+    def _check_hub(self) -> str:
+        """--push_to_hub: the token and the repo are checked at start-up (the repo is created, as transformers' Trainer
+        does), not after the run; the local save still comes first at the end."""
+        from huggingface_hub import HfApi
+
+        args = self.args
+        if not self.accelerator.is_main_process:
+            return args.hub_model_id or Path(args.output_dir).resolve().name
+        try:
+            return HfApi(token=args.hub_token).create_repo(
+                args.hub_model_id or Path(args.output_dir).resolve().name, private=args.hub_private_repo,
+                exist_ok=True).repo_id
+        except Exception as error:  # no token, no network, no rights: say so before training, not after
+            raise ValueError(
+                f"--push_to_hub: cannot create or reach the Hub repo {args.hub_model_id or Path(args.output_dir).name!r} "
+                f"({type(error).__name__}: {error}). Log in (`hf auth login`) or pass --hub_token, check "
+                f"--hub_model_id, or drop --push_to_hub (push later with model.push_to_hub)"
+            ) from error
 
     # ---- building ----------------------------------------------------------------------------------------------
 
@@ -973,11 +1009,14 @@ class Data2VecPretrainer:
         }
         if args.init_from:
             results["random_init_note"] = "random_init: the architecture freshly initialised (not --init_from)"
+            start = Data2VecForPreTraining.from_pretrained(args.init_from).data2vec.to(self.unwrapped.device)
+            results["starting_checkpoint"] = linear_probe(start, probe.train, probe.test, top_layers=(2,))[2]
         Path(args.output_dir, "probe.json").write_text(json.dumps(results, indent=2))
         print(
             f"linear probe, held-out accuracy ({len(probe.test)} examples): pretrained {results['pretrained']:.1%}  "
             f"random init {results['random_init']:.1%}  raw inputs "
             + ("n/a" if results["raw_inputs"] is None else f"{results['raw_inputs']:.1%}")
+            + (f"  --init_from {results['starting_checkpoint']:.1%}" if "starting_checkpoint" in results else "")
             + f"  -> {Path(args.output_dir, 'probe.json')}"
         )
         return {f"probe_{k}": v for k, v in results.items() if isinstance(v, float)}
@@ -1029,8 +1068,8 @@ class Data2VecPretrainer:
 
         args, out = self.args, Path(self.args.output_dir)
         api = HfApi(token=args.hub_token)
-        repo_id = api.create_repo(args.hub_model_id or out.resolve().name, private=args.hub_private_repo,
-                                  exist_ok=True).repo_id
+        repo_id = self.hub_repo_id or api.create_repo(args.hub_model_id or out.resolve().name,
+                                                      private=args.hub_private_repo, exist_ok=True).repo_id
         files = [p for p in sorted(out.iterdir()) if p.is_file()]  # top level only: no checkpoint-*/, logs/
         api.create_commit(repo_id, operations=[CommitOperationAdd(p.name, str(p)) for p in files],
                           commit_message=f"data2vec-pretrain: {self.config.modality}, {self.state.global_step} steps")

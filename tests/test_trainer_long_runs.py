@@ -86,3 +86,54 @@ def test_sigterm_saves_the_current_step_and_the_resume_is_exact(tmp_path):
     a = load_file(tmp_path / "full" / "model.safetensors")
     b = load_file(tmp_path / "stopped" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_from_a_training_checkpoint_names_the_right_flag_and_a_continued_run_has_its_own_ema(tmp_path, capsys):
+    quick = ["--report_to", "none", "--disable_tqdm", "--max_examples", "64", "--per_device_train_batch_size", "16"]
+    first = tmp_path / "first"
+    cli(["--output_dir", str(first), "--max_steps", "6", "--save_steps", "3", "--no_probe", *quick])
+    with pytest.raises(SystemExit):
+        cli(["--init_from", str(first / "checkpoint-3"), "--output_dir", str(tmp_path / "x"), *quick])
+    err = capsys.readouterr().err
+    assert "is a training checkpoint" in err and "--resume_from_checkpoint" in err and "output_dir" in err
+    second = tmp_path / "second"
+    metrics = cli(["--init_from", str(first), "--output_dir", str(second), "--max_steps", "2", *quick])
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(first).ema_anneal_end_step == 6
+    assert AutoConfig.from_pretrained(second).ema_anneal_end_step == 2  # this run's, not the first run's 6
+    # the probe reports the starting checkpoint next to random init
+    assert 0.0 < metrics["probe_starting_checkpoint"] <= 1.0
+    assert "--init_from" in capsys.readouterr().out
+
+
+def test_data2vec_convert_names_a_missing_path_and_refuses_our_own_checkpoints(tmp_path, capsys):
+    import modeling_data2vec_unified as d2v
+    from modeling_data2vec_unified.conversion_cli import main as convert
+    from conftest import tiny_config
+
+    with pytest.raises(SystemExit):
+        convert([str(tmp_path / "nowhere"), str(tmp_path / "out")])
+    assert "no folder" in capsys.readouterr().err
+    d2v.Data2VecForPreTraining(tiny_config("audio")).save_pretrained(tmp_path / "ours")
+    with pytest.raises(SystemExit):
+        convert([str(tmp_path / "ours"), str(tmp_path / "out")])
+    assert "nothing to convert" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_push_to_hub_checks_the_repo_before_training(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoUrl
+
+    def refused(self, repo_id, **kwargs):
+        raise PermissionError("401 Unauthorized")
+
+    monkeypatch.setattr(HfApi, "create_repo", refused)
+    with pytest.raises(ValueError, match="--push_to_hub: cannot create or reach the Hub repo 'someone/x'.*--hub_token"):
+        make_trainer(tmp_path / "a", push_to_hub=True, hub_model_id="someone/x")
+    created = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: created.append(repo_id) or RepoUrl(
+        f"https://huggingface.co/{repo_id}"))
+    t = make_trainer(tmp_path / "b", push_to_hub=True, hub_model_id="someone/x")
+    assert created == ["someone/x"] and t.state.global_step == 0  # at start-up, before any step
