@@ -18,7 +18,6 @@ from .configuration_data2vec import MODALITIES, MODALITY_DEFAULTS, Data2VecConfi
 from .conversion import config_from_transformers, convert_state_dict
 from .conversion_cli import convert_checkpoint
 from .ema import EMATeacher, ema_decay_at
-from .data import PretrainingData, ProbeData, load_pretraining_data
 from .masking import (
     DataCollatorForData2VecPretraining,
     SeededBatch,
@@ -56,22 +55,29 @@ from .modeling_data2vec_heads import (
     Data2VecForTokenClassification,
     Data2VecModelForSequenceClassification,
 )
-from . import metrics
-from .finetuning import Data2VecTrainer, ctc_processor
 from .optimization import layer_decay_optimizer, parameter_groups
 from .probe import linear_probe
 from .sharing import model_card
 
 __version__ = "0.1.0"
 
-# the pretraining loop is imported on first use: `python -m modeling_data2vec_unified.trainer` (and `accelerate launch
-# -m ...`) runs that module as __main__, and a copy imported here first would be a second module (runpy warns)
-_LAZY = {"Data2VecPretrainer": "trainer", "PretrainingArguments": "trainer"}
+# imported on first use. The pretraining loop: `python -m modeling_data2vec_unified.trainer` (and `accelerate launch
+# -m ...`) runs that module as __main__, and a copy imported here first would be a second module (runpy warns). The
+# data loading, fine-tuning and metrics modules: they import `datasets` / transformers' Trainer / evaluate, which
+# `import modeling_data2vec_unified` (what makes AutoModel know our checkpoints) does not need.
+_LAZY = {
+    "Data2VecPretrainer": "trainer", "PretrainingArguments": "trainer",
+    "PretrainingData": "data", "ProbeData": "data", "load_pretraining_data": "data",
+    "Data2VecTrainer": "finetuning", "ctc_processor": "finetuning", "metrics": None,
+}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        if _LAZY[name] is None:  # a submodule
+            value = importlib.import_module(f".{name}", __name__)
+        else:
+            value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

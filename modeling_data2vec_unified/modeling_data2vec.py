@@ -791,6 +791,8 @@ class Data2VecPreTrainedModel(PreTrainedModel):
 
         check_local_path(pretrained_model_name_or_path)
         config = kwargs.get("config")
+        if cls is Data2VecTextModel and not _saved_keys_include(pretrained_model_name_or_path, "pooler."):
+            kwargs.setdefault("add_pooling_layer", False)  # a pretraining run has none: no fresh random one
         try:
             if isinstance(config, Data2VecConfig):
                 cls._check_modality(config.modality, pretrained_model_name_or_path)
@@ -894,6 +896,18 @@ class Data2VecPreTrainedModel(PreTrainedModel):
     def _output(return_dict: bool | None, **fields) -> Data2VecModelOutput | tuple:
         out = Data2VecModelOutput(**fields)
         return out if return_dict is None or return_dict else out.to_tuple()
+
+
+def _saved_keys_include(path, prefix: str) -> bool:
+    """Whether a local folder's model.safetensors holds a key starting with `prefix` (True where it cannot tell: a Hub
+    id, sharded or other weights, which then load as before)."""
+    from safetensors import safe_open
+
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file():
+        return True
+    with safe_open(str(weights), framework="pt") as f:
+        return any(key.startswith(prefix) or key.startswith(f"data2vec.{prefix}") for key in f.keys())
 
 
 class Data2VecTextPooler(nn.Module):
