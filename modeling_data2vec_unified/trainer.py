@@ -53,7 +53,8 @@ from .masking import MASK_INPUT, MODALITY_INPUT, DataCollatorForData2VecPretrain
 from .modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining
 from .optimization import parameter_groups
 
-logger = logging.getLogger(__name__)
+# named after the package even when this module runs as __main__ (python -m modeling_data2vec_unified.trainer)
+logger = logging.getLogger("modeling_data2vec_unified.trainer")
 
 # encoder sizes; "base" is data2vec's base model of the modality (the config's defaults)
 MODEL_SIZES: dict[str, dict] = {
@@ -554,6 +555,29 @@ class Data2VecPretrainer:
         self._started = time.perf_counter()  # --max_train_time counts from here
         self._check_first_batch()
         self.hub_repo_id = self._check_hub() if args.push_to_hub else None
+        if self.accelerator.is_main_process:
+            logger.info("%s", self.summary())
+
+    def summary(self) -> str:
+        """The run in a few lines, logged at start-up: data, model, optimisation, where the results go."""
+        args, acc, c = self.args, self.accelerator, self.config
+        batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * acc.num_processes
+        start = (f"resuming {self.resume_from}" if self.resume_from else
+                 f"from {args.init_from}" if args.init_from else "from random initialisation")
+        return "\n".join([
+            f"data2vec-pretrain: {c.modality}, {c.algorithm}" + (f" ({c.clone_batch} masked copies per sample)"
+                                                                 if c.clone_batch > 1 else ""),
+            f"  data:   {self.data.description}; {len(self.data.train)} examples"
+            + ("" if self.data.probe is None else
+               f"; probe {len(self.data.probe.train)} / {len(self.data.probe.test)} (train / held out)"),
+            f"  model:  {args.model_size if not (args.config or args.init_from) else 'as loaded'}, hidden "
+            f"{c.hidden_size} x {c.num_hidden_layers} layers, {self.model.num_parameters() / 1e6:.2f}M parameters, "
+            f"{start}",
+            f"  train:  {args.max_steps} steps x {batch} examples ({args.per_device_train_batch_size} per device x "
+            f"{args.gradient_accumulation_steps} accumulation x {acc.num_processes} processes), lr "
+            f"{args.learning_rate:g}, precision {args.mixed_precision}, {acc.device}",
+            f"  output: {Path(args.output_dir).resolve()} (checkpoints every {args.save_steps} steps)",
+        ])
 
     def _check_hub(self) -> str:
         """--push_to_hub: the token and the repo are checked at start-up (the repo is created, as transformers' Trainer
@@ -705,6 +729,7 @@ class Data2VecPretrainer:
                 shutil.rmtree(final)
             os.replace(tmp, final)
             self._prune_checkpoints()
+            logger.info("saved %s", final)
         acc.wait_for_everyone()
         return final
 
@@ -963,6 +988,10 @@ class Data2VecPretrainer:
                 self.data.processor.save_pretrained(args.output_dir)
             if args.push_to_hub:
                 self.push_to_hub()
+            out = Path(args.output_dir).resolve()
+            print(f"data2vec-pretrain: done. Model: {out} (AutoModel.from_pretrained); "
+                  + ("probe: probe.json; " if results else "") + "curves: curves.png; checkpoints: checkpoint-*/"
+                  + ("; logs: logs/" if (out / "logs").exists() else ""))
         acc.wait_for_everyone()
         return results
 
@@ -1165,6 +1194,8 @@ def cli(argv: list[str] | None = None) -> dict:
     """`data2vec-pretrain` with `argv` (default: sys.argv); returns the final metrics. Bad input exits with code 2
     and the error's message."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for name in ("accelerate.accelerator", "accelerate.checkpointing"):  # per-file lines of every save: ours says one
+        logging.getLogger(name).setLevel(logging.WARNING)
     (args,) = HfArgumentParser(PretrainingArguments).parse_args_into_dataclasses(args=argv)
     try:
         trainer = Data2VecPretrainer(args)

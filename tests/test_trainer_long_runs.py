@@ -137,3 +137,19 @@ def test_push_to_hub_checks_the_repo_before_training(tmp_path, monkeypatch):
         f"https://huggingface.co/{repo_id}"))
     t = make_trainer(tmp_path / "b", push_to_hub=True, hub_model_id="someone/x")
     assert created == ["someone/x"] and t.state.global_step == 0  # at start-up, before any step
+
+
+def test_the_console_summarises_the_run_and_says_where_the_results_are(tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
+    cli(["--output_dir", str(tmp_path), "--max_steps", "4", "--save_steps", "2", "--logging_steps", "2",
+         "--report_to", "none", "--disable_tqdm", "--max_examples", "64", "--per_device_train_batch_size", "16",
+         "--no_probe"])
+    ours = [r for r in caplog.records if r.name == "modeling_data2vec_unified.trainer"]
+    summary = ours[0].getMessage()
+    assert summary.startswith("data2vec-pretrain: vision, data2vec")
+    for line in ("  data:   builtin digits", "  model:  tiny, hidden 64 x 4 layers", "parameters, from random",
+                 "  train:  4 steps x 16 examples", "precision no", f"  output: {tmp_path.resolve()}"):
+        assert line in summary, summary
+    assert sum(r.getMessage().startswith("saved ") for r in ours) == 2  # one line per checkpoint
+    assert not [r for r in caplog.records if r.name.startswith("accelerate.checkpointing") and r.levelname == "INFO"]
+    assert f"data2vec-pretrain: done. Model: {tmp_path.resolve()}" in capsys.readouterr().out
