@@ -137,6 +137,7 @@ def load_pretraining_data(
     seed: int = 0,
     cache_dir: str | None = None,
     probe: bool = True,
+    skip_bad_examples: float | None = None,
 ) -> PretrainingData:
     """Pretraining examples of `config.modality` from `dataset`, fitted to `config`.
 
@@ -148,6 +149,8 @@ def load_pretraining_data(
     per example, `<s>` and `</s>` included. `max_examples`: keep the first N rows (builtin: pretraining examples).
     `resample_audio`: resample audio at another rate to `config.sampling_rate` (else refuse it). `seed`: the builtin
     sounds and the probe split. `probe=False`: no probe examples are prepared (a run without a probe decodes none).
+    `skip_bad_examples`: None stops at the first image or clip that cannot be decoded, naming it (`BadExampleError`);
+    a fraction skips such examples (logged) up to that share of the data.
 
     Raises FileNotFoundError / ValueError naming the fix for a missing path, empty data, data of another modality,
     audio at another sampling rate (with `resample_audio=False`) or images that do not come out at the config's size.
@@ -190,15 +193,60 @@ def load_pretraining_data(
         label_column = "label"
     if not probe:
         label_column = None  # no probe: none of its examples is decoded
+    bad = BadExamples(skip_bad_examples, len(rows))
     if modality == "text":
         return _prepare_text(config, rows, column, label_column, processor, max_seq_length, tokenizer_vocab_size, seed,
                              source)
     if modality == "vision":
-        return _prepare_images(config, rows, column, label_column, processor, seed, source)
-    return _prepare_audio(config, rows, column, label_column, processor, resample_audio, seed, source)
+        return _prepare_images(config, rows, column, label_column, processor, seed, source, bad)
+    return _prepare_audio(config, rows, column, label_column, processor, resample_audio, seed, source, bad)
 
 
 # ---- example datasets ------------------------------------------------------------------------------------------
+
+
+class BadExampleError(ValueError):
+    """An example's file cannot be decoded (a corrupt image or clip), named by its path."""
+
+
+class BadExamples:
+    """What happens to examples whose file cannot be decoded: stop at the first, naming it (`skip=None`, the default),
+    or skip them, counted and logged, stopping once more than the fraction `skip` of the examples are bad."""
+
+    def __init__(self, skip: float | None = None, total: int = 0):
+        if skip is not None and not 0.0 <= skip < 1.0:
+            raise ValueError(f"--skip_bad_examples is the largest fraction of bad examples to skip, in [0, 1); got {skip}")
+        self.skip, self.total, self.skipped = skip, total, {}
+
+    def handle(self, where: str, error: Exception) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        if self.skip is None:
+            raise BadExampleError(
+                f"{where} cannot be decoded ({reason}). Fix or remove the file, or pass --skip_bad_examples 0.01 to "
+                f"skip such files (counted and logged; the run stops if more than that fraction is bad)"
+            ) from error
+        if where in self.skipped:  # decoded per batch: met again every epoch, counted once
+            return
+        self.skipped[where] = reason
+        logger.warning("skipped %s (%s): %d bad example(s) so far", where, reason, len(self.skipped))
+        if len(self.skipped) > self.skip * max(self.total, 1):
+            raise BadExampleError(
+                f"{len(self.skipped)} of {self.total} examples cannot be decoded, more than --skip_bad_examples "
+                f"{self.skip:g} allows (the last: {where}; {reason}): check the data"
+            ) from error
+
+
+def _cell_name(value, index: int) -> str:
+    """A data cell's file path where it has one (image / audio structs), else its row."""
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    if isinstance(value, pa.Scalar) and pa.types.is_struct(value.type) and "path" in {f.name for f in value.type}:
+        if value["path"].as_py():
+            return str(value["path"].as_py())
+    return f"example {index}"
+
+
+DECODE_ERRORS = (OSError, ValueError, RuntimeError, SyntaxError, PIL.UnidentifiedImageError)  # soundfile: RuntimeError
 
 
 class _Examples(torch.utils.data.Dataset):
@@ -240,14 +288,27 @@ class _TokenBlocks(_Examples):
 class _Images(_Examples):
     """Images decoded and processed per batch: each converted to `mode` ("L" or "RGB"), then `processor`."""
 
-    def __init__(self, rows: datasets.Dataset, column: str, processor, mode: str):
-        self.rows, self.column, self.processor, self.mode = rows.select_columns([column]), column, processor, mode
+    def __init__(self, rows: datasets.Dataset, column: str, processor, mode: str, bad: BadExamples | None = None):
+        rows = rows.select_columns([column])
+        if isinstance(rows.features[column], datasets.Image) and rows.features[column].decode:
+            rows = rows.cast_column(column, datasets.Image(decode=False))  # decoded here, where errors name the file
+        self.rows, self.column, self.processor, self.mode = rows, column, processor, mode
+        self.bad = bad or BadExamples(total=len(rows))
+        self.bad_indices: list[int] = []
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-        images = [_to_pil(value).convert(self.mode) for value in self.rows[list(indices)][self.column]]
+        images = []
+        for index, value in zip(indices, self.rows[list(indices)][self.column]):
+            try:
+                image = _to_pil(value)
+                image.load()  # a truncated file fails here, not later inside a batch
+                images.append(image.convert(self.mode))
+            except DECODE_ERRORS as error:
+                self.bad.handle(_cell_name(value, index), error)
+                self.bad_indices.append(int(index))
         return [{"pixel_values": pixels} for pixels in _process_images(self.processor, images)]
 
 
@@ -255,15 +316,23 @@ class _Audio(_Examples):
     """Audio clips decoded per batch from the arrow storage (file bytes / paths read with soundfile, or arrays; no
     torchcodec), averaged to mono, resampled to `sampling_rate` if needed, then normalised by `processor`."""
 
-    def __init__(self, rows: datasets.Dataset, column: str, processor, sampling_rate: int):
+    def __init__(self, rows: datasets.Dataset, column: str, processor, sampling_rate: int,
+                 bad: BadExamples | None = None):
         self.rows = rows.select_columns([column]).with_format("arrow")
         self.column, self.processor, self.sampling_rate = column, processor, sampling_rate
+        self.bad = bad or BadExamples(total=len(rows))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-        return [{"input_values": self._prepare(value)} for value in self.rows[list(indices)].column(self.column)]
+        out = []
+        for index, value in zip(indices, self.rows[list(indices)].column(self.column)):
+            try:
+                out.append({"input_values": self._prepare(value)})
+            except DECODE_ERRORS as error:
+                self.bad.handle(_cell_name(value, index), error)
+        return out
 
     def _prepare(self, value: pa.Scalar) -> np.ndarray:
         wave, rate = _read_clip(value, self.sampling_rate)
@@ -533,15 +602,21 @@ def _builtin_digits(config: Data2VecConfig, processor, max_examples: int | None)
     )
 
 
-def _prepare_images(config, rows, column, label_column, processor, seed, source) -> PretrainingData:
+def _prepare_images(config, rows, column, label_column, processor, seed, source, bad) -> PretrainingData:
     mode = _image_mode(config)
+    bad.total = len(rows)
     if processor is None:  # normalise with the data's own statistics, from its first images
-        _log_image_size(config, _to_pil(rows[0][column]).size, source)
-        first = _Images(rows.select(range(min(256, len(rows)))), column, _image_processor(config), mode)
-        processor = _image_processor(config, torch.stack([e["pixel_values"] for e in _all_examples(first)]))
-    train = _Images(rows, column, processor, mode)
+        first = _Images(rows.select(range(min(256, len(rows)))), column, _image_processor(config), mode,
+                        BadExamples(0.999999, min(256, len(rows))))  # the bad ones are handled below
+        stats = torch.stack([e["pixel_values"] for e in _all_examples(first)])
+        good = sorted(set(range(len(first))) - set(first.bad_indices))
+        _log_image_size(config, _to_pil(rows[good[0]][column]).size, source)
+        processor = _image_processor(config, stats)
+    train = _Images(rows, column, processor, mode, bad)
     if _fits_in_memory(4 * len(train) * config.num_channels * config.image_size**2, source):  # float32 pixels
         pixels = [e["pixel_values"] for e in _all_examples(train)]
+        if train.bad_indices:  # skipped: out of the rows too, so that the probe's indices stay right
+            rows = rows.select(sorted(set(range(len(rows))) - set(train.bad_indices)))
         _check_image_shapes(config, pixels, source)
         train = _InMemory("pixel_values", torch.stack(pixels))  # decoded once; the probe's examples are views of it
     else:
@@ -820,7 +895,7 @@ def _check_processor_rate(processor, sampling_rate: int) -> None:
                          "use one at the model's rate, or processor=None")
 
 
-def _prepare_audio(config, rows, column, label_column, processor, resample, seed, source) -> PretrainingData:
+def _prepare_audio(config, rows, column, label_column, processor, resample, seed, source, bad) -> PretrainingData:
     """Scans the clips' lengths and rates (file headers only), refuses or resamples other rates, drops clips shorter
     than the conv feature encoder's receptive field, and decodes the rest: once, up front, when small
     (`_in_memory_if_small`), else per batch."""
@@ -828,8 +903,17 @@ def _prepare_audio(config, rows, column, label_column, processor, resample, seed
     processor = processor if processor is not None else default_feature_extractor(sr)
     _check_processor_rate(processor, sr)
     table = rows.select_columns([column]).with_format("arrow")
-    infos = np.array([_clip_info(value, sr) for start in range(0, len(rows), 1000)
-                      for value in table[start : start + 1000].column(column)]).reshape(-1, 2)
+    bad.total = len(rows)
+    infos, unreadable = [], 0
+    for start in range(0, len(rows), 1000):
+        for index, value in enumerate(table[start : start + 1000].column(column), start):
+            try:
+                infos.append(_clip_info(value, sr))
+            except DECODE_ERRORS as error:  # an unreadable header: the clip is dropped (or the run stops) here
+                bad.handle(_cell_name(value, index), error)
+                infos.append((0, sr))
+                unreadable += 1
+    infos = np.array(infos).reshape(-1, 2)
     rates = sorted({int(r) for r in infos[:, 1]} - {sr})
     if rates and not resample:
         raise ValueError(
@@ -844,11 +928,12 @@ def _prepare_audio(config, rows, column, label_column, processor, resample, seed
     if len(keep) == 0:
         raise ValueError(f"every clip of {source} is shorter than the conv feature encoder's receptive field "
                          f"({field} samples at {sr} Hz): use longer clips")
+    if len(keep) < len(rows) - unreadable:
+        warnings.warn(f"{source}: dropped {len(rows) - unreadable - len(keep)} of {len(rows)} clips shorter than the "
+                      f"receptive field ({field} samples at {sr} Hz)", stacklevel=3)
     if len(keep) < len(rows):
-        warnings.warn(f"{source}: dropped {len(rows) - len(keep)} of {len(rows)} clips shorter than the receptive "
-                      f"field ({field} samples at {sr} Hz)", stacklevel=3)
         rows = rows.select(keep)
-    train = _Audio(rows, column, processor, sr)
+    train = _Audio(rows, column, processor, sr, bad)
     if _fits_in_memory(4 * samples[keep].sum(), source):  # float32 samples at sr: decoded once, the probe's too
         train = _InMemory("input_values", [e["input_values"] for e in _all_examples(train)])
     else:

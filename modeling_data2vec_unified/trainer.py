@@ -171,6 +171,9 @@ class PretrainingArguments:
     image_augment: str | None = field(default=None, metadata={"help": "vision: 'affine' (small random rotation, "
                                                                        "scale, shift) or 'none'; default: affine "
                                                                        "for the built-in digits, else none"})
+    skip_bad_examples: float | None = field(default=None, metadata={
+        "help": "skip images / clips that cannot be decoded (logged), stopping once more than this fraction of the "
+                "data is bad; default: stop at the first, naming its file"})
     max_audio_seconds: float | None = field(default=None, metadata={"help": "audio: longer clips are cropped at "
                                                                             "random (data2vec: 15.6 s)"})
     # ---- the model ---------------------------------------------------------------------------------------------
@@ -511,6 +514,7 @@ class Data2VecPretrainer:
                     max_seq_length=args.max_seq_length, max_examples=args.max_examples,
                     resample_audio=args.resample_audio, tokenizer_vocab_size=args.tokenizer_vocab_size,
                     seed=args.seed, probe=args.probe or bool(args.probe_steps),
+                    skip_bad_examples=args.skip_bad_examples,
                 )
         self.data = data
         if model is None:

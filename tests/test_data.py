@@ -571,3 +571,40 @@ def test_no_probe_prepares_no_probe_examples(image_folder, tmp_path, monkeypatch
     assert load_pretraining_data(config, "builtin", probe=False).probe is None
     with pytest.raises(AssertionError, match="probe examples prepared"):  # the default still prepares them
         load_pretraining_data(config, str(image_folder), cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_corrupt_image_is_named_and_skipped_on_request(image_folder, tmp_path, monkeypatch, in_memory):
+    """Issue 13, item 5: a truncated image stops the load naming its file and the flag; --skip_bad_examples skips it
+    (logged, counted) up to the fraction given. Per-batch decoding (data over MAX_IN_MEMORY_BYTES) does the same."""
+    import modeling_data2vec_unified.data as data_module
+    from modeling_data2vec_unified.data import BadExampleError
+
+    if not in_memory:
+        monkeypatch.setattr(data_module, "MAX_IN_MEMORY_BYTES", 0)
+    broken = image_folder / "cat" / "3.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated
+    config = tiny_config("vision", image_size=16, patch_size=4)
+    cache = str(tmp_path / "cache")
+    if in_memory:
+        with pytest.raises(BadExampleError, match=r"cat/3\.png cannot be decoded .*--skip_bad_examples"):
+            load_pretraining_data(config, str(image_folder), cache_dir=cache)
+        with pytest.raises(BadExampleError, match="1 of 12 examples cannot be decoded, more than --skip_bad_examples"):
+            load_pretraining_data(config, str(image_folder), cache_dir=cache, skip_bad_examples=0.05)
+    data = load_pretraining_data(config, str(image_folder), cache_dir=cache, skip_bad_examples=0.2)
+    examples = data.train.__getitems__(list(range(len(data.train))))
+    assert len(examples) == 11 and data.probe is not None
+    assert len(data.probe.train) + len(data.probe.test) == 11 if in_memory else 12 >= len(data.probe.train)
+
+
+def test_a_corrupt_clip_is_named_and_skipped_on_request(tmp_path):
+    from modeling_data2vec_unified.data import BadExampleError
+
+    write_clips(tmp_path / "clips")
+    (tmp_path / "clips" / "cars" / "e.wav").write_bytes(b"RIFF not really a wave file")
+    config = tiny_config("audio")
+    with pytest.raises(BadExampleError, match=r"cars/e\.wav cannot be decoded .*--skip_bad_examples"):
+        load_pretraining_data(config, str(tmp_path / "clips"), cache_dir=str(tmp_path / "cache"))
+    data = load_pretraining_data(config, str(tmp_path / "clips"), cache_dir=str(tmp_path / "cache"),
+                                 skip_bad_examples=0.5)
+    assert len(data.train) == 4
