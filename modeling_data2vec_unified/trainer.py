@@ -50,7 +50,7 @@ from transformers import HfArgumentParser, get_scheduler
 
 from .configuration_data2vec import MODALITIES, Data2VecConfig
 from .masking import MASK_INPUT, MODALITY_INPUT, DataCollatorForData2VecPretraining, SeededBatch
-from .modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining
+from .modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining, _eval_mode
 from .optimization import parameter_groups
 
 # named after the package even when this module runs as __main__ (python -m modeling_data2vec_unified.trainer)
@@ -221,6 +221,10 @@ class PretrainingArguments:
     skip_nonfinite: bool = field(default=False, metadata={"help": "skip steps with a NaN/inf loss or gradient "
                                                                   "instead of stopping"})
     disable_tqdm: bool = field(default=False)
+    validation_split_percentage: float | None = field(default=None, metadata={
+        "help": "hold out this percentage of the examples (chosen with --seed) and report the data2vec loss on them "
+                "every --eval_steps (eval_loss), with fixed masks"})
+    eval_steps: int | None = field(default=None, metadata={"help": "default: --logging_steps"})
     probe_steps: int | None = field(default=None, metadata={"help": "linear probe on a fixed subset of the probe "
                                                                     "data every N steps, logged as probe/pretrained "
                                                                     "(0 or None: off)"})
@@ -275,6 +279,12 @@ class PretrainingArguments:
             raise ValueError(f"--save_total_limit must be >= 1 (or unset: keep all); got {args.save_total_limit}")
         if args.max_train_time is not None:
             args.max_train_time = str(parse_duration(args.max_train_time))
+        if args.validation_split_percentage is not None and not 0 <= args.validation_split_percentage < 100:
+            raise ValueError(f"--validation_split_percentage must be in [0, 100); got {args.validation_split_percentage}")
+        if args.eval_steps is None:
+            args.eval_steps = args.logging_steps
+        if args.eval_steps < 1:
+            raise ValueError(f"--eval_steps must be >= 1; got {args.eval_steps}")
         if args.probe_steps is not None and args.probe_steps < 0:
             raise ValueError(f"--probe_steps must be >= 1 (or 0: no probes during training); got {args.probe_steps}")
         args.probe_steps = args.probe_steps or None
@@ -516,6 +526,9 @@ class Data2VecPretrainer:
                     seed=args.seed, probe=args.probe or bool(args.probe_steps),
                     skip_bad_examples=args.skip_bad_examples,
                 )
+        self.validation = None
+        if args.validation_split_percentage:
+            data, self.validation = _split_validation(data, args.validation_split_percentage, args.seed)
         self.data = data
         if model is None:
             apply_config_updates(config, data.config_updates)
@@ -883,6 +896,8 @@ class Data2VecPretrainer:
                 progress.set_postfix(loss=f"{metrics['loss']:.4f}", target_var=f"{metrics['target_var']:.3f}")
                 tallies["sums"].zero_()
                 samples = 0
+            if self.validation is not None and (step % args.eval_steps == 0 or step == end):
+                clock += self.evaluate(step)  # not counted in the throughput
             if args.probe_steps and step % args.probe_steps == 0 and self.data.probe is not None:
                 clock += self.periodic_probe(step)  # not counted in the throughput
             stop = self._should_stop(step, step % args.logging_steps == 0)
@@ -1064,6 +1079,37 @@ class Data2VecPretrainer:
         """Training seconds so far, over resumes; the probes of --probe_steps not counted."""
         return self._seconds_before + time.perf_counter() - self._loop_start - self._probe_seconds
 
+    @torch.no_grad()
+    def evaluate(self, step: int) -> float:
+        """The data2vec loss on the held-out examples (--validation_split_percentage): the student in eval mode, the
+        current teacher, the same masks at every evaluation (drawn from the seed), RNGs untouched; logged as eval_loss
+        (and eval_target_var / eval_pred_var). Returns the seconds it took (not counted as training time)."""
+        acc, began, model = self.accelerator, time.perf_counter(), self.unwrapped
+        size = self.args.per_device_train_batch_size
+        total, weights, target_var, pred_var = 0.0, 0, 0.0, 0.0
+        with _rng_untouched(acc.device), _eval_mode(model):
+            for i, start in enumerate(range(0, len(self.validation), size)):
+                indices = list(range(start, min(start + size, len(self.validation))))
+                batch = self.collator(SeededBatch(self.validation.__getitems__(indices), (self.args.seed, 10**6, i)))
+                batch = {k: v.to(acc.device) for k, v in batch.items()}
+                with acc.autocast():
+                    out = model(**batch, check_inputs=False)
+                n = int(out.num_masked)
+                total += float(out.loss) * n
+                target_var += float(out.target_var) * n
+                pred_var += float(out.pred_var) * n
+                weights += n
+        metrics = {"eval_loss": total / max(weights, 1), "eval_target_var": target_var / max(weights, 1),
+                   "eval_pred_var": pred_var / max(weights, 1)}
+        acc.log(metrics, step=step)
+        self.log_history.append({"step": step, "elapsed_seconds": self._seconds(), **metrics})
+        if acc.is_main_process:
+            logger.info("step %d: eval_loss %.4g (%d held-out examples)", step, metrics["eval_loss"],
+                        len(self.validation))
+        seconds = time.perf_counter() - began
+        self._probe_seconds += seconds
+        return seconds
+
     def periodic_probe(self, step: int) -> float:
         """The linear probe of `--probe_steps` at `step`: on the main process (the others wait), on the first
         PERIODIC_PROBE_EXAMPLES train / held-out examples of the probe data, features as the final probe's (top 2
@@ -1108,6 +1154,21 @@ class Data2VecPretrainer:
                           commit_message=f"data2vec-pretrain: {self.config.modality}, {self.state.global_step} steps")
         logger.info("pushed %d files to %s", len(files), repo_id)
         return repo_id
+
+
+def _split_validation(data, percentage: float, seed: int):
+    """(data with the training examples, the held-out examples): `percentage` % of the examples, drawn with `seed`."""
+    from .data import PretrainingData
+
+    n = len(data.train)
+    held = int(round(n * percentage / 100))
+    if held < 1 or held >= n:
+        raise ValueError(f"--validation_split_percentage {percentage:g} of {n} examples holds out {held}: use a "
+                         f"percentage that leaves at least one example on each side")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    train = torch.utils.data.Subset(data.train, sorted(order[held:]))
+    validation = torch.utils.data.Subset(data.train, sorted(order[:held]))
+    return PretrainingData(train, data.processor, data.config_updates, data.probe, data.description), validation
 
 
 def _count_tokens(config: Data2VecConfig, batch: dict) -> torch.Tensor:

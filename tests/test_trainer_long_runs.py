@@ -153,3 +153,25 @@ def test_the_console_summarises_the_run_and_says_where_the_results_are(tmp_path,
     assert sum(r.getMessage().startswith("saved ") for r in ours) == 2  # one line per checkpoint
     assert not [r for r in caplog.records if r.name.startswith("accelerate.checkpointing") and r.levelname == "INFO"]
     assert f"data2vec-pretrain: done. Model: {tmp_path.resolve()}" in capsys.readouterr().out
+
+
+def test_a_validation_split_reports_the_loss_without_changing_training(tmp_path):
+    """Issue 13, item 12: --validation_split_percentage holds examples out and logs eval_loss every --eval_steps with
+    fixed masks; evaluating often or once trains exactly the same weights."""
+    often = make_trainer(tmp_path / "often", "text", max_steps=4, validation_split_percentage=25, eval_steps=1)
+    assert len(often.validation) == 6 and len(often.data.train) == 18
+    often.train()
+    once = make_trainer(tmp_path / "once", "text", max_steps=4, validation_split_percentage=25, eval_steps=100)
+    once.train()
+    evals = [h for h in often.log_history if "eval_loss" in h]
+    assert [h["step"] for h in evals] == [1, 2, 3, 4] and all(h["eval_loss"] > 0 for h in evals)
+    assert [h["eval_loss"] for h in once.log_history if "eval_loss" in h] == [evals[-1]["eval_loss"]]
+    train_losses = [[h["loss"] for h in t.log_history if "loss" in h] for t in (often, once)]
+    assert train_losses[0] == train_losses[1]
+    a, b = weights(often), weights(once)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    often.evaluate(4)
+    often.evaluate(4)
+    assert often.log_history[-1]["eval_loss"] == often.log_history[-2]["eval_loss"]  # the same masks each time
+    with pytest.raises(ValueError, match="--validation_split_percentage must be in"):
+        PretrainingArguments(validation_split_percentage=100).resolve()
