@@ -791,9 +791,9 @@ class Data2VecPreTrainedModel(PreTrainedModel):
 
         check_local_path(pretrained_model_name_or_path)
         config = kwargs.get("config")
-        if cls is Data2VecTextModel and not _saved_keys_include(pretrained_model_name_or_path, "pooler."):
-            kwargs.setdefault("add_pooling_layer", False)  # a pretraining run has none: no fresh random one
         try:
+            if cls is Data2VecTextModel and not _saved_keys_include(pretrained_model_name_or_path, "pooler."):
+                kwargs.setdefault("add_pooling_layer", False)  # a pretraining run has none: no fresh random one
             if isinstance(config, Data2VecConfig):
                 cls._check_modality(config.modality, pretrained_model_name_or_path)
                 saved = read_config_dict(pretrained_model_name_or_path, **kwargs)

@@ -138,16 +138,23 @@ def kill_9_at(killed: subprocess.Popen, checkpoint: Path) -> None:
     assert not (checkpoint.parent / "model.safetensors").exists()  # it really died before the end
 
 
-def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
-    killed = run_cli(tmp_path / "killed")
-    kill_9_at(killed, tmp_path / "killed" / "checkpoint-10")
-    resumed = run_cli(tmp_path / "killed", "--resume_from_checkpoint", "latest")
-    full = run_cli(tmp_path / "full")
+def resume_equals_uninterrupted(tmp_path, stopped: str, *flags: str) -> dict[str, torch.Tensor]:
+    """Resumes the run stopped in tmp_path/stopped and runs it uninterrupted in tmp_path/full (the two at once); the
+    final weights must be bit-identical. Returns them."""
+    resumed = run_cli(tmp_path / stopped, *flags, "--resume_from_checkpoint", "latest")
+    full = run_cli(tmp_path / "full", *flags)
     for proc in (resumed, full):
         assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
     a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "killed" / "model.safetensors")
+    b = load_file(tmp_path / stopped / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return a
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
+    killed = run_cli(tmp_path / "killed")
+    kill_9_at(killed, tmp_path / "killed" / "checkpoint-10")
+    resume_equals_uninterrupted(tmp_path, "killed")
     teacher = [load_file(max((tmp_path / run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
                          / "teacher.safetensors") for run in ("full", "killed")]
     assert teacher[0].keys() == teacher[1].keys() and all(torch.equal(teacher[0][k], teacher[1][k]) for k in teacher[0])

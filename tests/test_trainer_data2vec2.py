@@ -16,7 +16,7 @@ from modeling_data2vec_unified.trainer import cli
 from conftest import tiny_config
 from test_distributed import launch, load, assert_same
 from test_trainer import make_trainer, weights
-from test_trainer_cli import QUICK, kill_9_at, run_cli
+from test_trainer_cli import QUICK, kill_9_at, resume_equals_uninterrupted, run_cli
 
 V2 = dict(algorithm="data2vec2", clone_batch=3, decoder_dim=32, decoder_layers=2, decoder_groups=4)
 
@@ -83,13 +83,7 @@ def test_data2vec2_two_processes_sync_and_resume(tmp_path):
 def test_data2vec2_kill_9_then_resume_equals_uninterrupted(tmp_path):
     flags = ("--algorithm", "data2vec2", "--max_steps", "20")
     kill_9_at(run_cli(tmp_path / "killed", *flags), tmp_path / "killed" / "checkpoint-10")
-    resumed = run_cli(tmp_path / "killed", *flags, "--resume_from_checkpoint", "latest")
-    full = run_cli(tmp_path / "full", *flags)
-    for proc in (resumed, full):
-        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "killed" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = resume_equals_uninterrupted(tmp_path, "killed", *flags)
     assert any(k.startswith("decoder.") for k in a)
     t = [load_file(tmp_path / run / "checkpoint-20" / "teacher.safetensors") for run in ("full", "killed")]
     assert t[0].keys() == t[1].keys() and all(torch.equal(t[0][k], t[1][k]) for k in t[0])

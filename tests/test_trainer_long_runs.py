@@ -7,12 +7,11 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from modeling_data2vec_unified.trainer import PretrainingArguments, cli, parse_duration
 
 from test_trainer import make_trainer, weights
-from test_trainer_cli import QUICK, run_cli
+from test_trainer_cli import resume_equals_uninterrupted, run_cli
 
 
 def test_a_fresh_run_refuses_another_runs_checkpoints_or_overwrites_them(tmp_path):
@@ -79,13 +78,7 @@ def test_sigterm_saves_the_current_step_and_the_resume_is_exact(tmp_path):
     assert not (tmp_path / "stopped" / "model.safetensors").exists()
     assert stderr.split("Resume with: ")[1].startswith("data2vec-pretrain --output_dir")
     assert "--resume_from_checkpoint latest" in stderr.split("Resume with:")[1]
-    resumed = run_cli(tmp_path / "stopped", *flags, "--resume_from_checkpoint", "latest")
-    full = run_cli(tmp_path / "full", *flags)
-    for p in (resumed, full):
-        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "stopped" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resume_equals_uninterrupted(tmp_path, "stopped", *flags)
 
 
 def test_init_from_a_training_checkpoint_names_the_right_flag_and_a_continued_run_has_its_own_ema(tmp_path, capsys):
