@@ -25,23 +25,28 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import datasets
 import numpy as np
 import PIL.Image
 import torch
-from transformers import AutoImageProcessor, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoImageProcessor, set_seed
 
-from modeling_data2vec_unified import Data2VecConfig, Data2VecForImageClassification, load_pretraining_data, metrics
+from modeling_data2vec_unified import Data2VecForImageClassification, load_pretraining_data, metrics
 from modeling_data2vec_unified.finetuning import (
     Data2VecTrainer,
+    ExampleArguments,
     checkpoint_config,
     class_names,
+    first,
+    label_fields,
     label_ids,
     load_labelled_splits,
+    parse_example_args,
+    push_example_to_hub,
+    tiny_config,
 )
-from modeling_data2vec_unified.trainer import BUILTIN_VISION, MODEL_SIZES, TINY_RECIPES, parse_overrides
+from modeling_data2vec_unified.trainer import BUILTIN_VISION
 
 try:  # transformers >= 5: the Pillow backend (the torchvision one warns without torchvision)
     from transformers import ViTImageProcessorPil as ImageProcessor
@@ -51,23 +56,13 @@ except ImportError:
 
 
 @dataclass
-class FinetuningArguments:
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "our pretraining output (runs/data2vec-vision) or a transformers Data2Vec vision checkpoint; "
-                "default: a fresh tiny model (random init)"})
-    config_overrides: str | None = field(default=None, metadata={
-        "help": "fresh model only: config fields, e.g. 'image_size=32,num_channels=3,drop_path_rate=0.1'"})
+class FinetuningArguments(ExampleArguments):
     dataset: str = field(default="builtin", metadata={"help": "'builtin' (digits), an image folder, a csv / json "
                                                               "file or a datasets Hub id"})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration"})
     image_column: str = field(default="image", metadata={"help": "images: decoded, paths or {bytes, path}"})
     label_column: str = field(default="label", metadata={"help": "class ids (a ClassLabel) or class names"})
-    train_split: str = field(default="train")
-    eval_split: str | None = field(default=None, metadata={"help": "default: validation or test, if present"})
     eval_fraction: float = field(default=0.15, metadata={"help": "held out of the training rows when the dataset "
                                                                  "has no eval split"})
-    max_train_examples: int | None = field(default=None, metadata={"help": "use only the first N training examples"})
-    max_eval_examples: int | None = field(default=None, metadata={"help": "score only the first N held-out examples"})
     layer_decay: float = field(default=0.65, metadata={"help": "layer-wise lr decay (data2vec / BEiT vision: 0.65; "
                                                                 "1: none)"})
 
@@ -140,36 +135,22 @@ def prepare_data(args: FinetuningArguments, config) -> tuple[object, object, obj
     return sets[0], sets[1], processor, names
 
 
-def first(examples, n: int | None):
-    if n is None or n >= len(examples):
-        return examples
-    return examples.select(range(n)) if isinstance(examples, datasets.Dataset) else torch.utils.data.Subset(
-        examples, range(n))
-
-
 def main(argv=None) -> dict:
-    parser = HfArgumentParser((FinetuningArguments, TrainingArguments))
     # small, typical defaults for the built-in digits (data2vec vision: AdamW, cosine, 0.05 weight decay, warm-up)
-    parser.set_defaults(output_dir="runs/finetune-image", num_train_epochs=10, learning_rate=1e-3,
-                        per_device_train_batch_size=64, per_device_eval_batch_size=128, weight_decay=0.05,
-                        warmup_steps=0.1, lr_scheduler_type="cosine", eval_strategy="epoch", save_strategy="no",
-                        logging_strategy="epoch", report_to="none", seed=0,
-                        dataloader_pin_memory=torch.cuda.is_available())
-    args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    if args.config_overrides and args.model_name_or_path:
-        raise ValueError("--config_overrides sets up a fresh model; a --model_name_or_path checkpoint keeps its own "
-                         "config (leave out one of the two)")
+    args, training_args = parse_example_args(FinetuningArguments, argv, output_dir="runs/finetune-image",
+                                             num_train_epochs=10, learning_rate=1e-3, per_device_train_batch_size=64,
+                                             per_device_eval_batch_size=128, weight_decay=0.05, warmup_steps=0.1,
+                                             lr_scheduler_type="cosine")
 
     if args.model_name_or_path is not None:  # ours, or transformers' Data2Vec config converted to ours
         config = checkpoint_config(args.model_name_or_path)
     else:  # data2vec-pretrain's tiny vision architecture at the digits' geometry
-        fields = {**MODEL_SIZES["tiny"], **TINY_RECIPES["vision"], **BUILTIN_VISION}
-        config = Data2VecConfig(modality="vision", **{**fields, **parse_overrides(args.config_overrides)})
+        config = tiny_config("vision", args.config_overrides, **BUILTIN_VISION)
     train, test, processor, names = prepare_data(args, config)
     train, test = first(train, args.max_train_examples), first(test, args.max_eval_examples)
 
     set_seed(training_args.seed)  # the head's (and a fresh model's) initial weights
-    labels = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    labels = label_fields(names)
     if args.model_name_or_path is None:
         config.update(labels)
         model = Data2VecForImageClassification(config)
@@ -184,10 +165,8 @@ def main(argv=None) -> dict:
     trainer.save_model()  # the model and its image processor, for AutoModelForImageClassification / pipeline()
     print(f"eval accuracy {result['eval_accuracy']:.4f} ({len(test)} examples)")
     if training_args.push_to_hub:
-        local = args.dataset == "builtin" or Path(args.dataset).expanduser().exists()
-        trainer.push_to_hub(finetuned_from=args.model_name_or_path, tasks="image-classification",
-                            dataset="scikit-learn's digits (built in)" if args.dataset == "builtin" else args.dataset,
-                            dataset_tags=None if local else args.dataset)  # the card links Hub datasets only
+        push_example_to_hub(trainer, args.model_name_or_path, args.dataset, "image-classification",
+                            "scikit-learn's digits (built in)")
     return result
 
 

@@ -751,15 +751,36 @@ def stdlib_docstrings() -> datasets.Dataset:
 
 
 def _docstrings(module) -> list[str]:
+    return [doc for _, doc in _named_docstrings(module)]
+
+
+def _named_docstrings(module) -> list[tuple[str, str]]:
+    """(qualified name, docstring) of a module's public functions and classes and of their public methods."""
     docs = []
     for name, obj in sorted(vars(module).items()):
         if name.startswith("_") or inspect.ismodule(obj) or not callable(obj):
             continue
-        docs.append(inspect.getdoc(obj))
+        docs.append((f"{module.__name__}.{name}", inspect.getdoc(obj)))
         if inspect.isclass(obj):
-            docs += [inspect.getdoc(member) for key, member in sorted(vars(obj).items())
+            docs += [(f"{module.__name__}.{name}.{key}", inspect.getdoc(member))
+                     for key, member in sorted(vars(obj).items())
                      if not key.startswith("_") and (callable(member) or isinstance(member, property))]
-    return [doc for doc in docs if doc]
+    return [(name, doc) for name, doc in docs if doc]
+
+
+def stdlib_docstring_names() -> dict[str, str]:
+    """Each docstring of the STDLIB_AREAS modules -> the first qualified name (in the modules' order, names sorted)
+    that carries it, e.g. "math.floor" or "decimal.Decimal.sqrt": who `stdlib_docstrings()`'s texts document."""
+    names: dict[str, str] = {}
+    for modules in STDLIB_AREAS.values():
+        for module_name in modules:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            for name, doc in _named_docstrings(module):
+                names.setdefault(doc, name)
+    return names
 
 
 def stdlib_docstring_splits() -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -843,8 +864,8 @@ def synthesize_sounds(num_clips: int, sampling_rate: int, seed: int = 0) -> tupl
     return [_synthesize(int(y), sampling_rate, rng) for y in labels], labels
 
 
-def _synthesize(kind: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    n = int(rng.uniform(1.0, 2.0) * sr)
+def _synthesize(kind: int, sr: int, rng: np.random.Generator, seconds: tuple[float, float] = (1.0, 2.0)) -> np.ndarray:
+    n = int(rng.uniform(*seconds) * sr)
     t = np.arange(n) / sr
     if kind <= 2:  # low tones: a sine; all harmonics at 1/k (sawtooth); odd harmonics at 1/k (square)
         f0 = rng.uniform(110, 330)
@@ -867,6 +888,43 @@ def _synthesize(kind: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     envelope *= np.minimum((t[-1] - t) / 0.02, 1)  # 20 ms fade out
     wave = rng.uniform(0.3, 1.0) * envelope * wave / np.abs(wave).max()
     return (wave + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+# built-in "speech" (examples/finetune_speech_recognition.py): letter i is said as a short sound of SOUND_CLASSES[i]
+SPOKEN_LETTERS = "abcdefgh"
+SPOKEN_WORDS = ("add", "bad", "bag", "bead", "bed", "cab", "cafe", "cage", "dad", "deaf", "each", "egg", "face",
+                "fade", "feed", "gab", "hedge", "head", "beach", "chef", "ache", "bee", "age")
+
+
+def synthesize_speech(num_clips: int, sampling_rate: int, seed: int = 0, words: Sequence[str] = SPOKEN_WORDS,
+                      max_words: int = 2, letter_seconds: tuple[float, float] = (0.06, 0.12)
+                      ) -> tuple[list[np.ndarray], list[str]]:
+    """`num_clips` float32 clips of "speech" and their transcripts: 1 to `max_words` words drawn from `words`, each
+    letter said as a sound of its class lasting `letter_seconds` (SPOKEN_LETTERS[i] -> SOUND_CLASSES[i], random pitch
+    and envelope as `synthesize_sounds` draws them), 15-30 ms of silence between letters, 80-120 ms between words and
+    40-80 ms before and after, a little noise throughout. Deterministic given the arguments."""
+    unknown = sorted({c for word in words for c in word} - set(SPOKEN_LETTERS))
+    if unknown:
+        raise ValueError(f"words may only use the letters {SPOKEN_LETTERS!r}; got {unknown}")
+    rng = np.random.default_rng(seed)
+
+    def silence(low: float, high: float) -> np.ndarray:
+        return np.zeros(int(rng.uniform(low, high) * sampling_rate), np.float32)
+
+    clips, transcripts = [], []
+    for _ in range(num_clips):
+        said = [words[i] for i in rng.integers(0, len(words), rng.integers(1, max_words + 1))]
+        parts = [silence(0.04, 0.08)]
+        for w, word in enumerate(said):
+            for c, letter in enumerate(word):
+                if c:
+                    parts.append(silence(0.015, 0.03))
+                parts.append(_synthesize(SPOKEN_LETTERS.index(letter), sampling_rate, rng, seconds=letter_seconds))
+            parts.append(silence(0.08, 0.12) if w < len(said) - 1 else silence(0.04, 0.08))
+        clip = np.concatenate(parts)
+        clips.append((clip + 0.01 * rng.standard_normal(len(clip))).astype(np.float32))
+        transcripts.append(" ".join(said))
+    return clips, transcripts
 
 
 def _builtin_sounds(config: Data2VecConfig, processor, max_examples: int | None, seed: int) -> PretrainingData:
@@ -951,11 +1009,15 @@ __all__ = [
     "PretrainingData",
     "ProbeData",
     "SOUND_CLASSES",
+    "SPOKEN_LETTERS",
+    "SPOKEN_WORDS",
     "STDLIB_AREAS",
     "default_feature_extractor",
     "load_pretraining_data",
+    "stdlib_docstring_names",
     "stdlib_docstring_splits",
     "stdlib_docstrings",
     "synthesize_sounds",
+    "synthesize_speech",
     "train_bpe_tokenizer",
 ]

@@ -1,5 +1,7 @@
 """Tiny configs and tiny transformers reference models shared by the tests (nothing is downloaded)."""
 
+import socket
+
 import pytest
 import torch
 import transformers
@@ -61,3 +63,20 @@ def tiny_examples(modality: str, seed: int = 1) -> list[dict]:
 @pytest.fixture(params=["text", "vision", "audio"])
 def modality(request):
     return request.param
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """HF_HUB_OFFLINE=1, and any attempt to open a network connection fails the test."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    connect = socket.socket.connect
+
+    def local_only(sock, address):
+        if sock.family != socket.AF_UNIX:
+            raise AssertionError(f"the example tried to reach the network: {address}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)

@@ -3,7 +3,6 @@ eval line, and save a model that reloads with its Auto class and gives the logit
 
 import importlib.util
 import re
-import socket
 import sys
 import wave
 from pathlib import Path
@@ -36,7 +35,8 @@ EVAL_LINE = re.compile(r"^eval accuracy (\d\.\d{4}) \((\d+) examples\)$", re.MUL
 
 
 def load_example(name: str, monkeypatch):
-    path = ROOT / "examples" / f"finetune_{name}_classification.py"
+    """examples/finetune_{name}_classification.py for the classification examples, else examples/finetune_{name}.py"""
+    path = ROOT / "examples" / (f"finetune_{name}_classification.py" if name in EXAMPLES else f"finetune_{name}.py")
     spec = importlib.util.spec_from_file_location(f"finetune_{name}", path)
     example = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, example)  # its dataclasses look their module up
@@ -44,24 +44,7 @@ def load_example(name: str, monkeypatch):
     return example
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    """HF_HUB_OFFLINE=1, and any attempt to open a network connection fails the test."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    connect = socket.socket.connect
-
-    def local_only(sock, address):
-        if sock.family != socket.AF_UNIX:
-            raise AssertionError(f"the example tried to reach the network: {address}")
-        return connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", local_only)
-
-
-def run_example(name: str, argv: list[str], monkeypatch, capsys):
+def run_example(name: str, argv: list[str], monkeypatch, capsys, eval_line: re.Pattern = EVAL_LINE):
     """Runs the example's main(argv); returns (its metrics, the printed eval line's match, its trainer)."""
     example = load_example(name, monkeypatch)
     trainers = []
@@ -73,24 +56,29 @@ def run_example(name: str, argv: list[str], monkeypatch, capsys):
 
     monkeypatch.setattr(example, "Data2VecTrainer", Recorded)
     result = example.main(argv)
-    lines = EVAL_LINE.findall(capsys.readouterr().out)
+    lines = eval_line.findall(capsys.readouterr().out)
     assert len(lines) == 1, "one final eval line"
     return result, lines[0], trainers[0]
 
 
-def check_reload(trainer, auto_model, auto_processor, output_dir: Path) -> None:
-    """The saved model (and processor) reload with the Auto classes and give the evaluated model's logits."""
+def check_reload(trainer, auto_model, auto_processor, output_dir: Path, outputs: tuple[str, ...] = ("logits",)):
+    """The saved model (and processor) reload with the Auto classes and give the evaluated model's `outputs` (for a
+    classifier: logits (batch, num_labels)). Returns (the eval batch, the evaluated model's output, the reloaded
+    processor)."""
     reloaded = auto_model.from_pretrained(output_dir).eval()
     assert type(reloaded) is type(trainer.model)
     assert reloaded.config.id2label == trainer.model.config.id2label
-    auto_processor.from_pretrained(output_dir)
+    processor = auto_processor.from_pretrained(output_dir)
     batch = next(iter(trainer.get_eval_dataloader()))  # through the Trainer's collator and column removal
-    batch = {k: v for k, v in batch.items() if k != "labels"}
+    batch = {k: v for k, v in batch.items() if k not in ("labels", "start_positions", "end_positions")}
     trainer.model.eval()
     with torch.no_grad():
-        expected, got = trainer.model(**batch).logits, reloaded(**batch).logits
-    assert expected.shape == (len(next(iter(batch.values()))), trainer.model.config.num_labels)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        expected, got = trainer.model(**batch), reloaded(**batch)
+    if outputs == ("logits",) and expected.logits.ndim == 2:
+        assert expected.logits.shape == (len(next(iter(batch.values()))), trainer.model.config.num_labels)
+    for name in outputs:
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name), rtol=1e-5, atol=1e-5)
+    return batch, expected, processor
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))

@@ -7,6 +7,7 @@
     trainer = Trainer(..., compute_metrics=metrics.accuracy)              # sequence classification
     trainer = Trainer(..., compute_metrics=metrics.token_accuracy)        # token classification (-100 ignored)
     trainer = Trainer(..., compute_metrics=metrics.wer(processor))        # CTC speech recognition
+    trainer = Trainer(..., compute_metrics=metrics.wer(processor, cer=True))   # ... and the character error rate
 
 Label convention: -100 marks a position without a label (transformers' ignore index); it is left out of every score.
 """
@@ -127,11 +128,17 @@ def _batch_decode(processor, ids: np.ndarray, **kwargs) -> list[str]:
         return processor.batch_decode(ids)
 
 
-def wer(processor) -> Callable[[object], dict[str, float]]:
-    """A `compute_metrics` for CTC speech recognition that returns {"wer"}: greedy (argmax) ids of the logits, decoded
-    by `processor` (a `Wav2Vec2Processor` or `Wav2Vec2CTCTokenizer`), against the labels with -100 read as padding.
-    References are decoded with `group_tokens=False`, so that a doubled letter ("ll") in a label is not merged as
-    CTC repeats are."""
+def characters(text: str) -> str:
+    """`text` as space-separated characters, each run of white space one "␣" character: scored with the WER module
+    this gives the character error rate (CER), the gaps between words counted as characters, as jiwer counts them."""
+    return " ".join("␣".join(text.split()))
+
+
+def wer(processor, cer: bool = False) -> Callable[[object], dict[str, float]]:
+    """A `compute_metrics` for CTC speech recognition that returns {"wer"} (and {"cer"}, the character error rate,
+    with `cer=True`): greedy (argmax) ids of the logits, decoded by `processor` (a `Wav2Vec2Processor` or
+    `Wav2Vec2CTCTokenizer`), against the labels with -100 read as padding. References are decoded with
+    `group_tokens=False`, so that a doubled letter ("ll") in a label is not merged as CTC repeats are."""
     tokenizer = getattr(processor, "tokenizer", processor)
     pad_token_id = tokenizer.pad_token_id
     if pad_token_id is None:
@@ -144,9 +151,13 @@ def wer(processor) -> Callable[[object], dict[str, float]]:
         label_ids = np.where(label_ids == IGNORE_INDEX, pad_token_id, label_ids)  # (batch, label length)
         predictions = _batch_decode(processor, pred_ids)
         references = _batch_decode(processor, label_ids, group_tokens=False)
-        return _cached("wer").compute(predictions=predictions, references=references)
+        scores = _cached("wer").compute(predictions=predictions, references=references)
+        if cer:
+            scores["cer"] = _cached("wer").compute(predictions=[characters(p) for p in predictions],
+                                                   references=[characters(r) for r in references])["wer"]
+        return scores
 
     return compute_metrics
 
 
-__all__ = ["METRICS", "accuracy", "f1", "load", "metric_path", "multi_label", "token_accuracy", "wer"]
+__all__ = ["METRICS", "accuracy", "characters", "f1", "load", "metric_path", "multi_label", "token_accuracy", "wer"]
