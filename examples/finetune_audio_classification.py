@@ -39,15 +39,14 @@ from modeling_data2vec_unified.finetuning import (
     AudioExamples,
     Data2VecTrainer,
     audio_feature_extractor,
-    checkpoint_config,
     class_names,
+    example_config,
     first,
     label_fields,
     label_ids,
     load_labelled_splits,
     parse_example_args,
-    push_example_to_hub,
-    tiny_config,
+    train_and_report,
 )
 
 
@@ -105,10 +104,8 @@ def main(argv=None) -> dict:
                                              per_device_eval_batch_size=32, warmup_steps=0.1,
                                              lr_scheduler_type="linear")
 
-    if args.model_name_or_path is not None:  # ours, or transformers' Data2Vec config converted to ours
-        config = checkpoint_config(args.model_name_or_path)
-    else:  # data2vec-pretrain's tiny audio architecture
-        config = tiny_config("audio", args.config_overrides)
+    # ours, or transformers' Data2Vec config converted; a fresh model: data2vec-pretrain's tiny audio architecture
+    config = example_config(args, "audio")
     feature_extractor = audio_feature_extractor(args.model_name_or_path, config.sampling_rate)
     train, test, names = prepare_data(args, config, feature_extractor)
     train, test = first(train, args.max_train_examples), first(test, args.max_eval_examples)
@@ -127,14 +124,9 @@ def main(argv=None) -> dict:
                               eval_dataset=test, processing_class=feature_extractor,
                               data_collator=AudioCollator(feature_extractor),
                               compute_metrics=metrics.accuracy)
-    trainer.train()
-    result = trainer.evaluate()
-    trainer.save_model()  # the model and its feature extractor, for AutoModelForAudioClassification / pipeline()
-    print(f"eval accuracy {result['eval_accuracy']:.4f} ({len(test)} examples)")
-    if training_args.push_to_hub:
-        push_example_to_hub(trainer, args.model_name_or_path, args.dataset, "audio-classification",
-                            "synthesised sounds (built in)")
-    return result
+    # the model and its processor are saved for AutoModelForAudioClassification / pipeline()
+    return train_and_report(trainer, args, lambda r: f"eval accuracy {r['eval_accuracy']:.4f} ({len(test)} examples)",
+                            "audio-classification", "synthesised sounds (built in)")
 
 
 if __name__ == "__main__":

@@ -36,15 +36,14 @@ from modeling_data2vec_unified import Data2VecForImageClassification, load_pretr
 from modeling_data2vec_unified.finetuning import (
     Data2VecTrainer,
     ExampleArguments,
-    checkpoint_config,
     class_names,
+    example_config,
     first,
     label_fields,
     label_ids,
     load_labelled_splits,
     parse_example_args,
-    push_example_to_hub,
-    tiny_config,
+    train_and_report,
 )
 from modeling_data2vec_unified.trainer import BUILTIN_VISION
 
@@ -142,10 +141,9 @@ def main(argv=None) -> dict:
                                              per_device_eval_batch_size=128, weight_decay=0.05, warmup_steps=0.1,
                                              lr_scheduler_type="cosine")
 
-    if args.model_name_or_path is not None:  # ours, or transformers' Data2Vec config converted to ours
-        config = checkpoint_config(args.model_name_or_path)
-    else:  # data2vec-pretrain's tiny vision architecture at the digits' geometry
-        config = tiny_config("vision", args.config_overrides, **BUILTIN_VISION)
+    # ours, or transformers' Data2Vec config converted; a fresh model: data2vec-pretrain's tiny vision architecture
+    # at the digits' geometry
+    config = example_config(args, "vision", **BUILTIN_VISION)
     train, test, processor, names = prepare_data(args, config)
     train, test = first(train, args.max_train_examples), first(test, args.max_eval_examples)
 
@@ -160,14 +158,9 @@ def main(argv=None) -> dict:
 
     trainer = Data2VecTrainer(model=model, args=training_args, layer_decay=args.layer_decay, train_dataset=train,
                               eval_dataset=test, processing_class=processor, compute_metrics=metrics.accuracy)
-    trainer.train()
-    result = trainer.evaluate()
-    trainer.save_model()  # the model and its image processor, for AutoModelForImageClassification / pipeline()
-    print(f"eval accuracy {result['eval_accuracy']:.4f} ({len(test)} examples)")
-    if training_args.push_to_hub:
-        push_example_to_hub(trainer, args.model_name_or_path, args.dataset, "image-classification",
-                            "scikit-learn's digits (built in)")
-    return result
+    # the model and its processor are saved for AutoModelForImageClassification / pipeline()
+    return train_and_report(trainer, args, lambda r: f"eval accuracy {r['eval_accuracy']:.4f} ({len(test)} examples)",
+                            "image-classification", "scikit-learn's digits (built in)")
 
 
 if __name__ == "__main__":

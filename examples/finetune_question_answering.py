@@ -53,9 +53,9 @@ from modeling_data2vec_unified.finetuning import (
     first,
     load_labelled_splits,
     parse_example_args,
-    push_example_to_hub,
     text_tokenizer,
     tiny_text_config,
+    train_and_report,
 )
 
 ENTRIES_PER_CONTEXT = 3  # built-in: names per context
@@ -268,14 +268,12 @@ def main(argv=None) -> dict:
                               eval_dataset=test, processing_class=tokenizer,
                               data_collator=DataCollatorWithPadding(tokenizer),
                               compute_metrics=squad_metrics(eval_rows, args, row_of, offsets_of))
-    trainer.train()
-    result = trainer.evaluate()
-    trainer.save_model()  # the model and its tokenizer, for AutoModelForQuestionAnswering / AutoTokenizer
-    print(f"eval exact_match {result['eval_exact_match']:.4f} f1 {result['eval_f1']:.4f} ({len(eval_rows)} examples)")
-    if training_args.push_to_hub:
-        push_example_to_hub(trainer, args.model_name_or_path, args.dataset, "question-answering",
-                            "questions on stdlib docstrings (built in)")
-    return result
+
+    def describe(r: dict) -> str:
+        return f"eval exact_match {r['eval_exact_match']:.4f} f1 {r['eval_f1']:.4f} ({len(eval_rows)} examples)"
+
+    # the model and its processor are saved for AutoModelForQuestionAnswering / AutoTokenizer
+    return train_and_report(trainer, args, describe, "question-answering", "questions on stdlib docstrings (built in)")
 
 
 if __name__ == "__main__":

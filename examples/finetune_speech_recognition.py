@@ -46,12 +46,11 @@ from modeling_data2vec_unified.finetuning import (
     AudioExamples,
     Data2VecTrainer,
     audio_feature_extractor,
-    checkpoint_config,
+    example_config,
     first,
     load_labelled_splits,
     parse_example_args,
-    push_example_to_hub,
-    tiny_config,
+    train_and_report,
 )
 
 BUILTIN_TRAIN, BUILTIN_EVAL = 1000, 200  # built-in clips
@@ -151,12 +150,8 @@ def main(argv=None) -> dict:
                                              per_device_eval_batch_size=32, warmup_steps=0.1,
                                              lr_scheduler_type="linear")
 
-    if args.model_name_or_path is not None:  # ours, or transformers' Data2Vec config converted to ours
-        sampling_rate = checkpoint_config(args.model_name_or_path).sampling_rate
-    else:
-        config = tiny_config("audio", args.config_overrides)
-        sampling_rate = config.sampling_rate
-    train, test, processor = prepare_data(args, sampling_rate, training_args.output_dir)
+    config = example_config(args, "audio")  # ours, or transformers' Data2Vec config converted; or the tiny one
+    train, test, processor = prepare_data(args, config.sampling_rate, training_args.output_dir)
     tokenizer = processor.tokenizer
 
     set_seed(training_args.seed)  # the head's (and a fresh model's) initial weights
@@ -172,14 +167,12 @@ def main(argv=None) -> dict:
                               eval_dataset=test, processing_class=processor,
                               data_collator=AudioCollator(processor.feature_extractor),
                               compute_metrics=metrics.wer(processor, cer=True))
-    trainer.train()
-    result = trainer.evaluate()
-    trainer.save_model()  # the model and its processor, for AutoModelForCTC / AutoProcessor
-    print(f"eval wer {result['eval_wer']:.4f} cer {result['eval_cer']:.4f} ({len(test)} examples)")
-    if training_args.push_to_hub:
-        push_example_to_hub(trainer, args.model_name_or_path, args.dataset, "automatic-speech-recognition",
-                            "synthesised speech (built in)")
-    return result
+
+    def describe(r: dict) -> str:
+        return f"eval wer {r['eval_wer']:.4f} cer {r['eval_cer']:.4f} ({len(test)} examples)"
+
+    # the model and its processor are saved for AutoModelForCTC / AutoProcessor
+    return train_and_report(trainer, args, describe, "automatic-speech-recognition", "synthesised speech (built in)")
 
 
 if __name__ == "__main__":

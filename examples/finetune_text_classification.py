@@ -41,9 +41,9 @@ from modeling_data2vec_unified.finetuning import (
     label_ids,
     load_labelled_splits,
     parse_example_args,
-    push_example_to_hub,
     text_tokenizer,
     tiny_text_config,
+    train_and_report,
 )
 
 
@@ -99,14 +99,9 @@ def main(argv=None) -> dict:
     trainer = Data2VecTrainer(model=model, args=training_args, layer_decay=args.layer_decay, train_dataset=train,
                               eval_dataset=test, processing_class=tokenizer,
                               data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics.accuracy)
-    trainer.train()
-    result = trainer.evaluate()
-    trainer.save_model()  # the model and its tokenizer, for AutoModelForSequenceClassification / pipeline()
-    print(f"eval accuracy {result['eval_accuracy']:.4f} ({len(test)} examples)")
-    if training_args.push_to_hub:
-        push_example_to_hub(trainer, args.model_name_or_path, args.dataset, "text-classification",
-                            "stdlib docstrings (built in)")
-    return result
+    # the model and its processor are saved for AutoModelForSequenceClassification / pipeline()
+    return train_and_report(trainer, args, lambda r: f"eval accuracy {r['eval_accuracy']:.4f} ({len(test)} examples)",
+                            "text-classification", "stdlib docstrings (built in)")
 
 
 if __name__ == "__main__":

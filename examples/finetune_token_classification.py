@@ -54,9 +54,9 @@ from modeling_data2vec_unified.finetuning import (
     label_ids,
     load_labelled_splits,
     parse_example_args,
-    push_example_to_hub,
     text_tokenizer,
     tiny_text_config,
+    train_and_report,
 )
 
 TAGS = ("O", "KEYWORD", "BUILTIN", "NUMBER", "NAME")
@@ -165,8 +165,9 @@ def main(argv=None) -> dict:
         source, {"--tokens_column": args.tokens_column, "--tags_column": args.tags_column},
         dataset_config_name=args.dataset_config_name, train_split=args.train_split, eval_split=args.eval_split,
         eval_fraction=args.eval_fraction)
-    train_rows, eval_rows = (as_lists(first(rows, n), [args.tokens_column, args.tags_column])
-                             for rows, n in ((train_rows, args.max_train_examples), (eval_rows, args.max_eval_examples)))
+    columns = [args.tokens_column, args.tags_column]
+    train_rows = as_lists(first(train_rows, args.max_train_examples), columns)
+    eval_rows = as_lists(first(eval_rows, args.max_eval_examples), columns)
     names = class_names(train_rows, args.tags_column)
     sentences = [" ".join(map(str, words)) for words in train_rows[args.tokens_column]]
     tokenizer = text_tokenizer(args.model_name_or_path, sentences, args.tokenizer_vocab_size)
@@ -185,14 +186,13 @@ def main(argv=None) -> dict:
                               eval_dataset=test, processing_class=tokenizer,
                               data_collator=DataCollatorForTokenClassification(tokenizer),
                               compute_metrics=metrics.f1)
-    trainer.train()
-    result = trainer.evaluate()
-    trainer.save_model()  # the model and its tokenizer, for AutoModelForTokenClassification / AutoTokenizer
-    print(f"eval f1 {result['eval_f1']:.4f} accuracy {result['eval_accuracy']:.4f} ({len(test)} examples)")
-    if training_args.push_to_hub:
-        push_example_to_hub(trainer, args.model_name_or_path, args.dataset, "token-classification",
+
+    def describe(r: dict) -> str:
+        return f"eval f1 {r['eval_f1']:.4f} accuracy {r['eval_accuracy']:.4f} ({len(test)} examples)"
+
+    # the model and its processor are saved for AutoModelForTokenClassification / AutoTokenizer
+    return train_and_report(trainer, args, describe, "token-classification",
                             "stdlib docstring words tagged by their Python category (built in)")
-    return result
 
 
 if __name__ == "__main__":

@@ -272,13 +272,30 @@ def tiny_config(modality: str, config_overrides: str | None = None, **fields):
     return Data2VecConfig(modality=modality, **merged)
 
 
-def push_example_to_hub(trainer: Trainer, model_name_or_path: str | None, dataset: str, tasks: str,
-                        builtin: str) -> None:
-    """`trainer.push_to_hub` with the card's base model, task and dataset (`builtin` names the built-in data); only
-    Hub datasets are linked."""
-    local = dataset == "builtin" or Path(dataset).expanduser().exists()
-    trainer.push_to_hub(finetuned_from=model_name_or_path, tasks=tasks,
-                        dataset=builtin if dataset == "builtin" else dataset, dataset_tags=None if local else dataset)
+def example_config(args: ExampleArguments, modality: str, **fields):
+    """The checkpoint's config (ours, or transformers' Data2Vec config converted), else `tiny_config(modality,
+    --config_overrides, **fields)` for a fresh model."""
+    if args.model_name_or_path is not None:
+        return checkpoint_config(args.model_name_or_path)
+    return tiny_config(modality, args.config_overrides, **fields)
+
+
+def train_and_report(trainer: Trainer, args: ExampleArguments, describe: Callable[[dict], str], tasks: str,
+                     builtin: str) -> dict:
+    """An example's ending: train, evaluate, save the model and its processor to --output_dir (for the Auto classes),
+    print the one eval line `describe(metrics)`, and with --push_to_hub push with the card's base model, task and
+    dataset (`builtin` names the built-in data; only Hub datasets are linked). Returns the eval metrics."""
+    trainer.train()
+    result = trainer.evaluate()
+    trainer.save_model()
+    print(describe(result))
+    if trainer.args.push_to_hub:
+        dataset = args.dataset
+        local = dataset == "builtin" or Path(dataset).expanduser().exists()
+        trainer.push_to_hub(finetuned_from=args.model_name_or_path, tasks=tasks,
+                            dataset=builtin if dataset == "builtin" else dataset,
+                            dataset_tags=None if local else dataset)
+    return result
 
 
 # ---- text ----
