@@ -34,7 +34,6 @@ from modeling_data2vec_unified.data import HELD_OUT_FRACTION, stdlib_docstrings
 from modeling_data2vec_unified.finetuning import (
     Data2VecTrainer,
     TextExampleArguments,
-    check_text_length,
     class_names,
     first,
     label_fields,
@@ -75,7 +74,6 @@ def main(argv=None) -> dict:
                                              num_train_epochs=10, learning_rate=1e-3, per_device_train_batch_size=32,
                                              per_device_eval_batch_size=64, warmup_steps=0.06,
                                              lr_scheduler_type="linear")
-    check_text_length(args.model_name_or_path, args.max_seq_length)
 
     source = datasets.DatasetDict(train=stdlib_docstrings()) if args.dataset == "builtin" else args.dataset
     train_rows, eval_rows = load_labelled_splits(

@@ -229,7 +229,8 @@ class AudioExampleArguments(ExampleArguments):
 def parse_example_args(arguments_class: type, argv: list[str] | None = None, **defaults):
     """(example arguments, `TrainingArguments`) from `argv` (None: the command line), with the examples' shared
     defaults (weight decay 0.01, evaluation and logging every epoch, no checkpoints, no trackers, seed 0) and the
-    example's `defaults` on top; a fresh model's --config_overrides with a checkpoint is refused."""
+    example's `defaults` on top; a fresh model's --config_overrides with a checkpoint is refused, and so is a text
+    example's --max_seq_length longer than the checkpoint's position table."""
     from transformers import HfArgumentParser, TrainingArguments
 
     parser = HfArgumentParser((arguments_class, TrainingArguments))
@@ -238,6 +239,8 @@ def parse_example_args(arguments_class: type, argv: list[str] | None = None, **d
                                   dataloader_pin_memory=torch.cuda.is_available()), **defaults})
     args, training_args = parser.parse_args_into_dataclasses(args=argv)
     check_model_flags(args.model_name_or_path, args.config_overrides)
+    if isinstance(args, TextExampleArguments):
+        check_text_length(args.model_name_or_path, args.max_seq_length)
     return args, training_args
 
 

@@ -64,31 +64,49 @@ def test_speech_recognition_example_builtin(tmp_path, monkeypatch, capsys, offli
     example = sys.modules["finetune_speech_recognition"]  # loaded by run_example
     _, references = synthesize_speech(16, 16000, seed=1, max_words=example.BUILTIN_MAX_WORDS)
     processor = trainer.processing_class
+    pad = processor.tokenizer.pad_token_id
     prediction = trainer.predict(trainer.eval_dataset)
-    labels = np.where(prediction.label_ids == -100, processor.tokenizer.pad_token_id, prediction.label_ids)
+    labels = np.where(prediction.label_ids == -100, pad, prediction.label_ids)
     assert processor.batch_decode(labels, group_tokens=False) == references
-    # WER / CER recomputed from the greedy transcripts of the model's logits
-    hypotheses = processor.batch_decode(prediction.predictions.argmax(-1))
+    # each clip's frames, the conv arithmetic written out; frames past them are a shorter clip's padding
+    config = trainer.model.config
+    frames = []
+    for example in trainer.eval_dataset:
+        n = len(example["input_values"])
+        for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+            n = (n - kernel) // stride + 1
+        frames.append(n)
+    assert len(set(frames)) > 1  # clips of several lengths: padding within batches
+    # WER / CER recomputed from the greedy transcripts of the model's logits over each clip's own frames
+    ids = prediction.predictions.argmax(-1)
+    for i, n in enumerate(frames):
+        ids[i, n:] = pad
+    hypotheses = processor.batch_decode(ids)
     assert (result["eval_wer"], result["eval_cer"]) == pytest.approx(error_rates(hypotheses, references))
-    # the example's compute_metrics on transcripts that are partly right: one letter off, one word missing
+    # the example's compute_metrics on transcripts that are partly right (one letter off, one word missing, one
+    # word added, the rest right), each said one character a frame with a blank between, and letters in the frames
+    # past each clip's end, which are not read
     vocab = processor.tokenizer.get_vocab()
-    said = [references[0], references[1].rsplit(" ", 1)[0] if " " in references[1] else "", "bad " + references[2]]
+    said = list(references)
     said[0] = ("c" if said[0][0] != "c" else "d") + said[0][1:]
-    frames = np.full((3, 64), vocab["<pad>"])
-    for i, text in enumerate(said):  # one frame per character, a blank between: CTC's greedy decoding reads `text`
-        frames[i, 1 : 2 * len(text) + 1 : 2] = [vocab["|" if c == " " else c] for c in text]
-    logits = np.eye(len(vocab))[frames]
-    ids = processor.tokenizer(references[:3], padding=True, return_tensors="np")
-    labels = np.where(ids["attention_mask"] == 1, ids["input_ids"], -100)
-    got = trainer.compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
-    assert (got["wer"], got["cer"]) == pytest.approx(error_rates(said, references[:3]))
+    said[1] = said[1].rsplit(" ", 1)[0] if " " in said[1] else ""
+    said[2] = "bad " + said[2]
+    logits = np.zeros((16, max(frames) + 8, len(vocab)))
+    for i, text in enumerate(said):
+        chosen = np.full(logits.shape[1], vocab["<pad>"])
+        chosen[1 : 2 * len(text) + 1 : 2] = [vocab["|" if c == " " else c] for c in text]
+        assert 2 * len(text) + 1 <= frames[i]
+        chosen[frames[i] :] = vocab["h"]
+        logits[i, np.arange(logits.shape[1]), chosen] = 1.0
+    got = trainer.compute_metrics(EvalPrediction(predictions=logits, label_ids=prediction.label_ids))
+    assert (got["wer"], got["cer"]) == pytest.approx(error_rates(said, references))
     assert 0 < got["wer"] < 1
 
     batch, expected, reloaded = check_reload(trainer, AutoModelForCTC, AutoProcessor, tmp_path)
-    frames = trainer.model.config.num_audio_frames(batch["input_values"].shape[1])
-    assert expected.logits.shape == (len(batch["input_values"]), frames, len(vocab))
+    width = trainer.model.config.num_audio_frames(batch["input_values"].shape[1])
+    assert expected.logits.shape == (len(batch["input_values"]), width, len(vocab))
     assert reloaded.tokenizer.get_vocab() == vocab
-    assert reloaded.batch_decode(prediction.predictions.argmax(-1)) == hypotheses
+    assert reloaded.batch_decode(ids) == hypotheses
 
 
 def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:

@@ -134,11 +134,16 @@ def characters(text: str) -> str:
     return " ".join("␣".join(text.split()))
 
 
-def wer(processor, cer: bool = False) -> Callable[[object], dict[str, float]]:
+def wer(processor, cer: bool = False, frames=None) -> Callable[[object], dict[str, float]]:
     """A `compute_metrics` for CTC speech recognition that returns {"wer"} (and {"cer"}, the character error rate,
     with `cer=True`): greedy (argmax) ids of the logits, decoded by `processor` (a `Wav2Vec2Processor` or
     `Wav2Vec2CTCTokenizer`), against the labels with -100 read as padding. References are decoded with
-    `group_tokens=False`, so that a doubled letter ("ll") in a label is not merged as CTC repeats are."""
+    `group_tokens=False`, so that a doubled letter ("ll") in a label is not merged as CTC repeats are.
+
+    Frames that are padding are read as blanks (the pad token): those Trainer pads between batches (logits all -100)
+    and, given `frames` (each eval example's real number of output frames, in order, e.g.
+    `config.num_audio_frames(num_samples)`), those past a shorter clip's end within a batch, where the model's
+    output is not trained and would otherwise be decoded as characters."""
     tokenizer = getattr(processor, "tokenizer", processor)
     pad_token_id = tokenizer.pad_token_id
     if pad_token_id is None:
@@ -148,6 +153,13 @@ def wer(processor, cer: bool = False) -> Callable[[object], dict[str, float]]:
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits, label_ids = _unpack(eval_pred)
         pred_ids = logits.argmax(-1) if logits.ndim == 3 else logits  # (batch, frames)
+        padding = (logits == IGNORE_INDEX).all(-1) if logits.ndim == 3 else logits == IGNORE_INDEX
+        if frames is not None:
+            if len(frames) != len(pred_ids):
+                raise ValueError(f"frames gives {len(frames)} lengths for {len(pred_ids)} predictions: give one per "
+                                 f"eval example, in order")
+            padding |= np.arange(pred_ids.shape[1])[None, :] >= np.asarray(frames)[:, None]
+        pred_ids = np.where(padding, pad_token_id, pred_ids)
         label_ids = np.where(label_ids == IGNORE_INDEX, pad_token_id, label_ids)  # (batch, label length)
         predictions = _batch_decode(processor, pred_ids)
         references = _batch_decode(processor, label_ids, group_tokens=False)
