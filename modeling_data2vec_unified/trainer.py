@@ -870,17 +870,23 @@ class Data2VecPretrainer:
     def _loop(self, end: int) -> dict:
         args, acc = self.args, self.accelerator
         batches = iter(self.dataloader(self.state.micro_batches))
-        input_name = MODALITY_INPUT[self.config.modality]
         tallies = {
             "sums": torch.zeros(len(SUMS), device=acc.device),  # SUMS, since the last logging step
             # the first step whose loss or gradients were NaN / inf (-1: none yet), and how many there were
             "bad_step": torch.full((), -1, dtype=torch.long, device=acc.device),
             "bad_count": torch.zeros((), dtype=torch.long, device=acc.device),
         }
-        samples = 0
-        clock, metrics = time.perf_counter(), {}
-        self._loop_start, self._probe_seconds = clock, 0.0
+        self._loop_start, self._probe_seconds = time.perf_counter(), 0.0
         progress = _progress(acc, args, self.state.global_step)
+        with _logging_beside(progress):
+            metrics = self._steps(end, progress, batches, tallies)
+        progress.close()
+        return metrics
+
+    def _steps(self, end: int, progress, batches, tallies: dict[str, torch.Tensor]) -> dict:
+        args, acc = self.args, self.accelerator
+        input_name = MODALITY_INPUT[self.config.modality]
+        samples, clock, metrics = 0, self._loop_start, {}
         while self.state.global_step < end:
             step = self.state.global_step + 1
             micro_batches = [next(batches) for _ in range(args.gradient_accumulation_steps)]
@@ -909,7 +915,6 @@ class Data2VecPretrainer:
                     print(f"data2vec-pretrain: stopped at step {step} of {args.max_steps} ({stop}); saved {path}. "
                           f"Resume with: {self.resume_command()}", file=sys.stderr)
                 break
-        progress.close()
         return metrics
 
     def _train_step(self, micro_batches: list[dict], step: int, tallies: dict[str, torch.Tensor]) -> float:
@@ -1253,6 +1258,14 @@ def _progress(acc: Accelerator, args: PretrainingArguments, start: int):
 
     return tqdm(total=args.max_steps, initial=start, desc="data2vec", dynamic_ncols=True,
                 disable=args.disable_tqdm or not acc.is_local_main_process)
+
+
+def _logging_beside(progress):
+    """While the progress bar is live, log records are written above it (tqdm.write) instead of after the bar's text
+    on its own line."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return contextlib.nullcontext() if progress.disable else logging_redirect_tqdm(tqdm_class=type(progress))
 
 
 def cli(argv: list[str] | None = None) -> dict:

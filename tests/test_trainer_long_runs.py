@@ -2,7 +2,10 @@
 a resume with other schedule flags is refused, and 0 is not "unset"."""
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -11,7 +14,7 @@ import torch
 from modeling_data2vec_unified.trainer import PretrainingArguments, cli, parse_duration
 
 from test_trainer import make_trainer, weights
-from test_trainer_cli import resume_equals_uninterrupted, run_cli
+from test_trainer_cli import ROOT, resume_equals_uninterrupted, run_cli
 
 
 def test_a_fresh_run_refuses_another_runs_checkpoints_or_overwrites_them(tmp_path):
@@ -168,3 +171,18 @@ def test_a_validation_split_reports_the_loss_without_changing_training(tmp_path)
     assert often.log_history[-1]["eval_loss"] == often.log_history[-2]["eval_loss"]  # the same masks each time
     with pytest.raises(ValueError, match="--validation_split_percentage must be in"):
         PretrainingArguments(validation_split_percentage=100).resolve()
+
+
+def test_log_lines_do_not_land_on_the_progress_bar(tmp_path):
+    """With the live progress bar on, every log line of the run starts a line of its own (written above the bar),
+    never after the bar's text: each '\\r'-separated piece of stderr that holds a log record starts with its time."""
+    argv = [sys.executable, "-m", "modeling_data2vec_unified.trainer", "--output_dir", str(tmp_path), "--max_steps",
+            "6", "--save_steps", "3", "--logging_steps", "2", "--max_examples", "64", "--per_device_train_batch_size",
+            "16", "--no_probe", "--report_to", "none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    stderr = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=True).stderr
+    assert "data2vec: 100%" in stderr  # the bar was live
+    records = [piece for line in stderr.split("\n") for piece in line.split("\r")
+               if "modeling_data2vec_unified.trainer:" in piece]
+    assert sum("saved " in r for r in records) == 2 and sum(" step " in r for r in records) == 3
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING) ", r) for r in records), records
