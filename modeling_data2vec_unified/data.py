@@ -365,8 +365,13 @@ def _load_rows(
     """The dataset's rows and a short name for messages: a local folder / file by its files' kinds, else the Hub."""
     path = Path(dataset).expanduser()
     if path.is_dir():
-        rows, source = _load_folder(config.modality, path, split, cache_dir), f"folder {dataset}"
+        in_split = _split_files(path, split)
+        rows = _load_folder(config.modality, path, split, in_split, cache_dir)
+        source = f"folder {dataset}" + ("" if in_split is None else f" [{split}]")
     elif path.is_file():
+        if split != "train":
+            raise ValueError(f"file {dataset} is one split (train); split {split!r} needs a folder whose files or "
+                             "subfolders are named by split (train* / validation* / test*), or a Hub dataset")
         loader = LOADERS.get(path.suffix.lower())
         if loader is None:
             raise ValueError(f"{dataset} is not a supported data file: {_looked_for()}")
@@ -405,13 +410,15 @@ def _looked_for() -> str:
             + ") and text (" + " ".join(TEXT_EXTENSIONS) + ")")
 
 
-def _load_folder(modality: str, root: Path, split: str, cache_dir: str | None) -> datasets.Dataset:
+def _load_folder(modality: str, root: Path, split: str, in_split: set[Path] | None,
+                 cache_dir: str | None) -> datasets.Dataset:
     """A folder's rows: the files of the modality's own kind if any (images, audio, .txt), else its one kind of
-    table; files under hidden folders are skipped."""
+    table; files under hidden folders are skipped; `in_split`: the split's files, where the folder is split by name."""
     groups: dict[str, list[Path]] = defaultdict(list)
     for file in sorted(root.rglob("*")):
         loader = LOADERS.get(file.suffix.lower())
-        if loader and file.is_file() and not any(p.startswith(".") for p in file.relative_to(root).parts):
+        if (loader and file.is_file() and not any(p.startswith(".") for p in file.relative_to(root).parts)
+                and (in_split is None or file.resolve() in in_split)):
             groups[loader].append(file)
     if not groups:
         raise ValueError(f"folder {root} has no usable files: {_looked_for()}")
@@ -429,6 +436,29 @@ def _load_folder(modality: str, root: Path, split: str, cache_dir: str | None) -
         extensions = " ".join(sorted({f.suffix.lower() for f in groups[loader]}))
         raise _modality_error(f"folder {root}", LOADER_MODALITY[loader], f"{extensions} files", modality)
     return _load_files(loader, groups[loader], root, split, cache_dir)
+
+
+def _split_files(root: Path, split: str) -> set[Path] | None:
+    """The files of `split` in a folder split by file or subfolder names as `datasets` splits a data folder
+    (train* / validation*, valid*, dev*, val* / test*, e.g. LibriSpeech's train-clean-100/ dev-clean/ test-clean/);
+    None for a folder without split names (all of it is the train split). Raises ValueError for a split it lacks."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        patterns = get_data_patterns(str(root))
+    except Exception:  # no files datasets would read: the caller's checks name what is missing
+        patterns = {"train": ["**"]}
+    if {str(k): v for k, v in patterns.items()} == {"train": ["**"]}:  # not split by names
+        if split != "train":
+            raise ValueError(f"folder {root} has no split {split!r}: its files are not named by split (train* / "
+                             "validation* / test* files or subfolders, as datasets names them); use split 'train'")
+        return None
+    files = {str(k): v for k, v in DataFilesDict.from_patterns(patterns, base_path=str(root)).items()}
+    if split not in files:
+        have = ", ".join(f"{k} ({len(v)} files)" for k, v in files.items())
+        raise ValueError(f"folder {root} has no split {split!r}; its files are split by name into: {have}. Pass that "
+                         "split's name (--dataset_split / --validation_split), or rename the files")
+    return {Path(f).resolve() for f in files[split]}
 
 
 def _modality_error(source: str, held: str, what: str, modality: str) -> ValueError:

@@ -224,6 +224,11 @@ class PretrainingArguments:
     validation_split_percentage: float | None = field(default=None, metadata={
         "help": "hold out this percentage of the examples (chosen with --seed) and report the data2vec loss on them "
                 "every --eval_steps (eval_loss), with fixed masks"})
+    validation_split: str | None = field(default=None, metadata={
+        "help": "the dataset's own held-out split (e.g. validation: a Hub dataset's split, or a folder's files / "
+                "subfolders named by split) instead of --validation_split_percentage"})
+    max_eval_examples: int | None = field(default=None, metadata={"help": "evaluate on the first N held-out "
+                                                                          "examples only"})
     eval_steps: int | None = field(default=None, metadata={"help": "default: --logging_steps"})
     probe_steps: int | None = field(default=None, metadata={"help": "linear probe on a fixed subset of the probe "
                                                                     "data every N steps, logged as probe/pretrained "
@@ -281,6 +286,16 @@ class PretrainingArguments:
             args.max_train_time = str(parse_duration(args.max_train_time))
         if args.validation_split_percentage is not None and not 0 <= args.validation_split_percentage < 100:
             raise ValueError(f"--validation_split_percentage must be in [0, 100); got {args.validation_split_percentage}")
+        if args.validation_split is not None and args.validation_split_percentage:
+            raise ValueError("give --validation_split (the dataset's own held-out split) or "
+                             "--validation_split_percentage (held out of the training split), not both")
+        if args.validation_split is not None and args.dataset == "builtin":
+            raise ValueError("--validation_split: the built-in data has no splits; use --validation_split_percentage")
+        if args.validation_split == args.dataset_split:
+            raise ValueError(f"--validation_split {args.validation_split} is the training split (--dataset_split): "
+                             "name another split, or use --validation_split_percentage")
+        if args.max_eval_examples is not None and args.max_eval_examples < 1:
+            raise ValueError(f"--max_eval_examples must be >= 1 (or unset: all); got {args.max_eval_examples}")
         if args.eval_steps is None:
             args.eval_steps = args.logging_steps
         if args.eval_steps < 1:
@@ -529,6 +544,19 @@ class Data2VecPretrainer:
         self.validation = None
         if args.validation_split_percentage:
             data, self.validation = _split_validation(data, args.validation_split_percentage, args.seed)
+        elif args.validation_split is not None:  # prepared by the training data's processor (text: its tokenizer)
+            from .data import load_pretraining_data
+
+            with self.accelerator.main_process_first():
+                self.validation = load_pretraining_data(
+                    config, args.dataset, dataset_config_name=args.dataset_config_name, split=args.validation_split,
+                    processor=data.processor, column=args.column, max_seq_length=args.max_seq_length,
+                    max_examples=args.max_eval_examples, resample_audio=args.resample_audio, seed=args.seed,
+                    probe=False, skip_bad_examples=args.skip_bad_examples,
+                ).train
+        if self.validation is not None and args.max_eval_examples is not None:
+            self.validation = torch.utils.data.Subset(
+                self.validation, range(min(args.max_eval_examples, len(self.validation))))
         self.data = data
         if model is None:
             apply_config_updates(config, data.config_updates)
@@ -586,7 +614,11 @@ class Data2VecPretrainer:
                                                                  if c.clone_batch > 1 else ""),
             f"  data:   {self.data.description}; {len(self.data.train)} examples"
             + ("" if self.data.probe is None else
-               f"; probe {len(self.data.probe.train)} / {len(self.data.probe.test)} (train / held out)"),
+               f"; probe {len(self.data.probe.train)} / {len(self.data.probe.test)} (train / held out)")
+            + ("" if self.validation is None else
+               f"; validation {len(self.validation)} (" + (f"split {args.validation_split}" if args.validation_split
+                                                           else f"{args.validation_split_percentage:g}% held out")
+               + f", eval_loss every {args.eval_steps} steps)"),
             f"  model:  {args.model_size if not (args.config or args.init_from) else 'as loaded'}, hidden "
             f"{c.hidden_size} x {c.num_hidden_layers} layers, {self.model.num_parameters() / 1e6:.2f}M parameters, "
             f"{start}",
@@ -1086,7 +1118,7 @@ class Data2VecPretrainer:
 
     @torch.no_grad()
     def evaluate(self, step: int) -> float:
-        """The data2vec loss on the held-out examples (--validation_split_percentage): the student in eval mode, the
+        """The data2vec loss on the held-out examples (--validation_split / --validation_split_percentage): the student in eval mode, the
         current teacher, the same masks at every evaluation (drawn from the seed), RNGs untouched; logged as eval_loss
         (and eval_target_var / eval_pred_var). Returns the seconds it took (not counted as training time)."""
         acc, began, model = self.accelerator, time.perf_counter(), self.unwrapped

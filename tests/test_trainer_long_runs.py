@@ -186,3 +186,34 @@ def test_log_lines_do_not_land_on_the_progress_bar(tmp_path):
                if "modeling_data2vec_unified.trainer:" in piece]
     assert sum("saved " in r for r in records) == 2 and sum(" step " in r for r in records) == 3
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING) ", r) for r in records), records
+
+
+def test_a_datasets_own_validation_split_is_prepared_like_the_training_data(tmp_path):
+    """Issue 13, item 12: --validation_split names the dataset's own held-out split (here a folder's valid.txt beside
+    train.txt), tokenized with the tokenizer trained on the training split; --max_eval_examples caps it."""
+    from modeling_data2vec_unified.trainer import Data2VecPretrainer
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "train.txt").write_text("".join(f"the train line {i} says alpha beta\n" for i in range(40)))
+    (texts / "valid.txt").write_text("".join(f"a held-out line {i} says gamma delta\n" for i in range(40)))
+    args = PretrainingArguments(modality="text", dataset=str(texts), validation_split="validation", max_eval_examples=3,
+                                output_dir=str(tmp_path / "out"), max_steps=2, eval_steps=1, logging_steps=1,
+                                per_device_train_batch_size=4, max_seq_length=16, tokenizer_vocab_size=300,
+                                report_to="none", disable_tqdm=True, probe=False)
+    trainer = Data2VecPretrainer(args)
+    held = "".join(trainer.data.processor.decode(trainer.validation[i]["input_ids"]) for i in range(3))
+    trained = "".join(trainer.data.processor.decode(e["input_ids"]) for e in trainer.data.train)
+    assert len(trainer.validation) == 3 and "gamma" in held and "alpha" not in held
+    assert "alpha" in trained and "gamma" not in trained
+    assert "; validation 3 (split validation, eval_loss every 1 steps)" in trainer.summary()
+    trainer.train()
+    assert [h["step"] for h in trainer.log_history if "eval_loss" in h] == [1, 2]
+    for bad, message in (
+        (dict(validation_split="validation", validation_split_percentage=10), "not both"),
+        (dict(validation_split="validation", dataset="builtin"), "the built-in data has no splits"),
+        (dict(validation_split="train", dataset=str(texts)), "is the training split"),
+        (dict(max_eval_examples=0), "--max_eval_examples must be >= 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            PretrainingArguments(**bad).resolve()
