@@ -133,6 +133,7 @@ def load_pretraining_data(
     max_seq_length: int = 128,
     max_examples: int | None = None,
     resample_audio: bool = True,
+    min_audio_seconds: float | None = None,
     tokenizer_vocab_size: int = 2048,
     seed: int = 0,
     cache_dir: str | None = None,
@@ -147,7 +148,9 @@ def load_pretraining_data(
     local path or Hub id, or a processor object. `column` / `label_column`: the input / label columns (found by type
     and name when None; a "label" column, e.g. from image subfolders, gives a probe). `max_seq_length`: text tokens
     per example, `<s>` and `</s>` included. `max_examples`: keep the first N rows (builtin: pretraining examples).
-    `resample_audio`: resample audio at another rate to `config.sampling_rate` (else refuse it). `seed`: the builtin
+    `resample_audio`: resample audio at another rate to `config.sampling_rate` (else refuse it). `min_audio_seconds`:
+    clips shorter than this are dropped, counted in a warning (always: clips shorter than the conv feature encoder's
+    receptive field), so that one short clip does not crop a whole batch to its length. `seed`: the builtin
     sounds and the probe split. `probe=False`: no probe examples are prepared (a run without a probe decodes none).
     `skip_bad_examples`: None stops at the first image or clip that cannot be decoded, naming it (`BadExampleError`);
     a fraction skips such examples (logged) up to that share of the data.
@@ -199,7 +202,8 @@ def load_pretraining_data(
                              source)
     if modality == "vision":
         return _prepare_images(config, rows, column, label_column, processor, seed, source, bad)
-    return _prepare_audio(config, rows, column, label_column, processor, resample_audio, seed, source, bad)
+    return _prepare_audio(config, rows, column, label_column, processor, resample_audio, seed, source, bad,
+                          min_audio_seconds)
 
 
 # ---- example datasets ------------------------------------------------------------------------------------------
@@ -925,11 +929,15 @@ def _check_processor_rate(processor, sampling_rate: int) -> None:
                          "use one at the model's rate, or processor=None")
 
 
-def _prepare_audio(config, rows, column, label_column, processor, resample, seed, source, bad) -> PretrainingData:
+def _prepare_audio(config, rows, column, label_column, processor, resample, seed, source, bad,
+                   min_seconds: float | None = None) -> PretrainingData:
     """Scans the clips' lengths and rates (file headers only), refuses or resamples other rates, drops clips shorter
-    than the conv feature encoder's receptive field, and decodes the rest: once, up front, when small
+    than `min_seconds` or the conv feature encoder's receptive field, and decodes the rest: once, up front, when small
     (`_in_memory_if_small`), else per batch."""
     sr, field = config.sampling_rate, config.receptive_field
+    least = max(field, math.ceil((min_seconds or 0.0) * sr))
+    shortest = (f"{min_seconds:g} s (min_audio_seconds, --min_audio_seconds)" if least > field else
+                f"the receptive field of the conv feature encoder ({field} samples at {sr} Hz)")
     processor = processor if processor is not None else default_feature_extractor(sr)
     _check_processor_rate(processor, sr)
     table = rows.select_columns([column]).with_format("arrow")
@@ -954,13 +962,13 @@ def _prepare_audio(config, rows, column, label_column, processor, resample, seed
         warnings.warn(f"{source}: resampling audio from {', '.join(map(str, rates))} Hz to {sr} Hz "
                       "(config.sampling_rate)", stacklevel=3)
     samples = np.ceil(infos[:, 0] * sr / infos[:, 1])
-    keep = np.flatnonzero(samples >= field)
+    keep = np.flatnonzero(samples >= least)
     if len(keep) == 0:
-        raise ValueError(f"every clip of {source} is shorter than the conv feature encoder's receptive field "
-                         f"({field} samples at {sr} Hz): use longer clips")
+        raise ValueError(f"every clip of {source} is shorter than {shortest}: use longer clips"
+                         + (", or a smaller --min_audio_seconds" if least > field else ""))
     if len(keep) < len(rows) - unreadable:
-        warnings.warn(f"{source}: dropped {len(rows) - unreadable - len(keep)} of {len(rows)} clips shorter than the "
-                      f"receptive field ({field} samples at {sr} Hz)", stacklevel=3)
+        warnings.warn(f"{source}: dropped {len(rows) - unreadable - len(keep)} of {len(rows)} clips shorter than "
+                      f"{shortest}", stacklevel=3)
     if len(keep) < len(rows):
         rows = rows.select(keep)
     train = _Audio(rows, column, processor, sr, bad)

@@ -176,6 +176,9 @@ class PretrainingArguments:
                 "data is bad; default: stop at the first, naming its file"})
     max_audio_seconds: float | None = field(default=None, metadata={"help": "audio: longer clips are cropped at "
                                                                             "random (data2vec: 15.6 s)"})
+    min_audio_seconds: float = field(default=1.0, metadata={
+        "help": "audio: shorter clips are dropped (counted in a warning), so that one short clip does not crop its "
+                "whole batch (--audio_crop shortest); fairseq's data2vec recipe: 2 (min_sample_size 32000)"})
     # ---- the model ---------------------------------------------------------------------------------------------
     model_size: str = field(default="tiny", metadata={"help": "tiny | small | base", "choices": tuple(MODEL_SIZES)})
     config: str | None = field(default=None, metadata={"help": "a Data2VecConfig JSON file (replaces --model_size)"})
@@ -277,7 +280,7 @@ class PretrainingArguments:
                      "save_steps"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name} must be >= 1; got {getattr(args, name)}")
-        for name in ("dataloader_num_workers", "warmup_steps"):
+        for name in ("dataloader_num_workers", "warmup_steps", "min_audio_seconds"):
             if getattr(args, name) < 0:
                 raise ValueError(f"--{name} must be >= 0; got {getattr(args, name)}")
         if args.save_total_limit is not None and args.save_total_limit < 1:
@@ -537,7 +540,8 @@ class Data2VecPretrainer:
                     config, args.dataset, dataset_config_name=args.dataset_config_name, split=args.dataset_split,
                     processor=args.processor or text_processor, column=args.column, label_column=args.label_column,
                     max_seq_length=args.max_seq_length, max_examples=args.max_examples,
-                    resample_audio=args.resample_audio, tokenizer_vocab_size=args.tokenizer_vocab_size,
+                    resample_audio=args.resample_audio, min_audio_seconds=args.min_audio_seconds,
+                    tokenizer_vocab_size=args.tokenizer_vocab_size,
                     seed=args.seed, probe=args.probe or bool(args.probe_steps),
                     skip_bad_examples=args.skip_bad_examples,
                 )
@@ -551,7 +555,8 @@ class Data2VecPretrainer:
                 self.validation = load_pretraining_data(
                     config, args.dataset, dataset_config_name=args.dataset_config_name, split=args.validation_split,
                     processor=data.processor, column=args.column, max_seq_length=args.max_seq_length,
-                    max_examples=args.max_eval_examples, resample_audio=args.resample_audio, seed=args.seed,
+                    max_examples=args.max_eval_examples, resample_audio=args.resample_audio,
+                    min_audio_seconds=args.min_audio_seconds, seed=args.seed,
                     probe=False, skip_bad_examples=args.skip_bad_examples,
                 ).train
         if self.validation is not None and args.max_eval_examples is not None:

@@ -340,7 +340,7 @@ def test_small_audio_and_image_folders_are_decoded_once(tmp_path, monkeypatch):
             trainer = Data2VecPretrainer(PretrainingArguments(
                 modality=modality, dataset=str(tmp_path / dataset), per_device_train_batch_size=2,
                 output_dir=str(tmp_path / "out"), report_to="none", config_overrides="image_size=16,patch_size=4"
-                if modality == "vision" else None))
+                if modality == "vision" else None, min_audio_seconds=0.1))  # the clips are 0.25 - 1 s
         at_load = sum(prepared)  # images: the first 256 (here all) for the normalisation's statistics, then each once
         assert at_load == (files if modality == "audio" else 2 * files)
         batches = iter(trainer.dataloader(0))
@@ -379,10 +379,17 @@ def test_clips_shorter_than_the_receptive_field_are_dropped(tmp_path):
     root.mkdir()
     for name, samples in [("long1", 2000), ("short", config.receptive_field - 1), ("long2", 3000)]:
         soundfile.write(root / f"{name}.wav", np.random.default_rng(0).standard_normal(samples) * 0.1, 16000)
-    dropped = f"dropped 1 of 3 clips shorter than the receptive field \\({config.receptive_field} samples"
+    dropped = f"dropped 1 of 3 clips shorter than the receptive field of the conv feature encoder \\(" \
+              f"{config.receptive_field} samples"
     with pytest.warns(UserWarning, match=dropped):
         data = load_pretraining_data(config, str(root))
     assert [len(e["input_values"]) for e in data.train.__getitems__([0, 1])] == [2000, 3000]
+    # a clip the model could encode but too short to be worth cropping a batch to: dropped at --min_audio_seconds
+    with pytest.warns(UserWarning, match=r"dropped 2 of 3 clips shorter than 0.15 s \(min_audio_seconds"):
+        data = load_pretraining_data(config, str(root), min_audio_seconds=0.15)  # 2400 samples
+    assert [len(e["input_values"]) for e in data.train.__getitems__([0])] == [3000] and len(data.train) == 1
+    with pytest.raises(ValueError, match=r"every clip .* shorter than 0.5 s .*or a smaller --min_audio_seconds"):
+        load_pretraining_data(config, str(root), min_audio_seconds=0.5)
     for name in ("long1", "long2"):
         (root / f"{name}.wav").unlink()
     with pytest.raises(ValueError, match="every clip .* shorter than .* receptive field"):
