@@ -50,7 +50,7 @@ from transformers import HfArgumentParser, get_scheduler
 
 from .configuration_data2vec import MODALITIES, Data2VecConfig
 from .masking import MASK_INPUT, MODALITY_INPUT, DataCollatorForData2VecPretraining, SeededBatch
-from .modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining, _eval_mode
+from .modeling_data2vec_pretraining import TEACHER_WEIGHTS, Data2VecCollapseError, Data2VecForPreTraining, _eval_mode
 from .optimization import parameter_groups
 
 # named after the package even when this module runs as __main__ (python -m modeling_data2vec_unified.trainer)
@@ -128,7 +128,6 @@ ALGORITHMS = ("data2vec", "data2vec2")
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # a checkpoint-N folder: accelerate's model.safetensors + optimizer.bin (+ scaler.pt with fp16), and these
 TRAINER_STATE = "trainer_state.json"  # loop position, learning-rate schedule, what the run was
-TEACHER_WEIGHTS = "teacher.safetensors"  # the EMA teacher's weights and update count
 RNG_STATE = "rng_state_{}.safetensors"  # one per process: Python, NumPy, torch CPU and accelerator RNGs
 # pickles accelerate's load_state would read that our checkpoints never hold: its registered objects (unpickled with
 # weights_only=False: any code runs) and its RNG states (which we write as safetensors instead)
