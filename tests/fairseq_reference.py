@@ -1062,6 +1062,8 @@ def _d2v2_forward(sd, mc, modality, inputs, prefix="", teacher=None):
         dims = mcm.get("alibi_dims", 1) if modality == "image" else 1
         alibi_bias = get_alibi(T, mcm["num_alibi_heads"], dims).unsqueeze(0).expand(B, -1, -1, -1)
         alibi_scale = ctx_enc.get(p + ".alibi_scale")
+        if alibi_scale is not None and alibi_scale.dim() == 4:
+            alibi_scale = alibi_scale.unsqueeze(0)   # ModalitySpecificEncoder.upgrade_state_dict_named (old 4-D)
         if alibi_scale is not None:
             alibi_scale = alibi_scale.clamp_min(0)
             if alibi_scale.size(0) == 1:

@@ -6,7 +6,6 @@ import io
 import math
 import pickle
 
-import numpy as np
 import pytest
 import torch
 import transformers
@@ -534,3 +533,15 @@ def test_d2v2_audio_matches_transformers_data2vec_audio_without_alibi(ckpts):
     _report("d2v2_audio (alibi off) vs Data2VecAudioModel", (out - ref["last_hidden_state"]).abs().max().item())
     # and ALiBi does matter with the checkpoint's scales
     assert (R.reference_forward(ck, {"input_values": wav})["last_hidden_state"] - ref["last_hidden_state"]).abs().max() > 1e-3
+
+
+def test_old_4d_alibi_scale_is_the_same_model(ckpts):
+    """ModalitySpecificEncoder.upgrade_state_dict_named unsqueezes a 4-D alibi_scale (1, H, 1, 1) of older
+    checkpoints to (1, 1, H, 1, 1)"""
+    ck = ckpts["d2v2_audio"]
+    key = "modality_encoders.AUDIO.alibi_scale"
+    old = dict(ck, model={**ck["model"], key: ck["model"][key].squeeze(0)})
+    assert old["model"][key].dim() == 4
+    inp = R.example_inputs("d2v2_audio")
+    assert torch.equal(R.reference_forward(old, inp)["last_hidden_state"],
+                       R.reference_forward(ck, inp)["last_hidden_state"])
