@@ -1,0 +1,153 @@
+"""Converting Meta's released data2vec 2.0 checkpoints (fairseq `.pt`): random checkpoints with fairseq's exact key
+layout and cfg (tests/fairseq_reference.py) are converted and compared with an independent reference forward written
+from the fairseq module definitions, in fp32 eval mode, with padding where the modality has it."""
+
+import pytest
+import torch
+from fairseq_reference import example_inputs, fake_checkpoint, reference_forward
+
+from modeling_data2vec_unified.conversion_fairseq import checkpoint_kind, convert_fairseq_checkpoint, load_checkpoint
+
+PRETRAINED = ["d2v2_vision", "d2v2_audio", "d2v2_text"]
+FINETUNED = ["d2v2_vision_ft", "d2v2_audio_ctc"]
+ATOL = 1e-4
+
+
+def saved(tmp_path, checkpoint, name="checkpoint.pt"):
+    torch.save(checkpoint, tmp_path / name)
+    return tmp_path / name
+
+
+def model_inputs(kind, inputs):
+    """Our models' inputs (transformers' conventions: attention_mask 1 = real) from the reference's."""
+    if "vision" in kind:
+        return {"pixel_values": inputs["pixel_values"]}
+    name = "input_values" if "audio" in kind else "input_ids"
+    return {name: inputs[name], "attention_mask": inputs["attention_mask"]}
+
+
+def max_diff(ours, theirs, padding_mask=None):
+    """max |ours - theirs| over real positions (padded positions carry no meaning: fairseq zeroes text padding)."""
+    diff = (ours - theirs).abs()
+    if padding_mask is not None and diff.dim() == 3:
+        diff = diff[~padding_mask]
+    return float(diff.max())
+
+
+def student_diffs(model, kind, checkpoint, inputs) -> list[float]:
+    """Per layer (the input of the first main block, then each block's output), our student against the reference."""
+    reference = reference_forward(checkpoint, inputs)
+    with torch.no_grad():
+        out = model.data2vec(**model_inputs(kind, inputs), output_hidden_states=True)
+    ours = out.hidden_states[-len(reference["hidden_states"]):]  # prenet blocks: the reference starts at the main ones
+    return [max_diff(a, b, reference["padding_mask"]) for a, b in zip(ours, reference["hidden_states"])]
+
+
+@pytest.mark.parametrize("kind", PRETRAINED)
+def test_pretrained_2_0_checkpoints_match_the_reference_forward(kind, tmp_path):
+    checkpoint = fake_checkpoint(kind)
+    converted = convert_fairseq_checkpoint(saved(tmp_path, checkpoint))
+    model = converted.build()
+    assert type(model).__name__ == "Data2VecForPreTraining" and model.config.algorithm == "data2vec2"
+    inputs = example_inputs(kind, batch=3)
+    diffs = student_diffs(model, kind, checkpoint, inputs)
+    assert len(diffs) == checkpoint["cfg"]["model"]["depth"] + 1 and max(diffs) <= ATOL, diffs
+    # the decoder, on the unmasked encoder output (the reference feeds all tokens, no noise)
+    reference = reference_forward(checkpoint, inputs)
+    with torch.no_grad():
+        hidden = model.data2vec(**model_inputs(kind, inputs)).last_hidden_state[:, model.num_prefix_tokens:]
+        T = hidden.shape[1]
+        keep = torch.arange(T)[None].expand(hidden.shape[0], -1)
+        grid = (model.config.patch_grid if kind == "d2v2_vision" else None)
+        decoded = model.decoder(hidden, keep, T, grid)
+    assert max_diff(decoded, reference["decoder_output"], reference["padding_mask"]) <= ATOL
+
+
+@pytest.mark.parametrize("kind", PRETRAINED)
+def test_the_teacher_is_metas_ema_and_makes_its_targets(kind, tmp_path):
+    """`_ema` becomes the teacher: its targets (top-K FFN outputs, instance-normed, averaged) equal the reference
+    teacher's, and differ from a copy of the student's."""
+    checkpoint = fake_checkpoint(kind)
+    model = convert_fairseq_checkpoint(checkpoint).build()
+    inputs = example_inputs(kind, batch=1)  # unpadded: fairseq's instance norm counts padded frames, ours does not
+    batch = model_inputs(kind, inputs)
+    expected = reference_forward(checkpoint, inputs, weights="ema")["targets"]
+    with torch.no_grad():
+        targets = model.forward_teacher(batch, model.data2vec.embed(batch))
+        assert max_diff(targets, expected) <= ATOL
+        model.reset_teacher()
+        assert max_diff(model.forward_teacher(batch, model.data2vec.embed(batch)), expected) > 1e-2
+
+
+@pytest.mark.parametrize("kind", FINETUNED)
+def test_finetuned_2_0_checkpoints_give_the_reference_logits(kind, tmp_path):
+    checkpoint = fake_checkpoint(kind)
+    converted = convert_fairseq_checkpoint(saved(tmp_path, checkpoint))
+    model = converted.build()
+    assert type(model).__name__ == {"d2v2_vision_ft": "Data2VecForImageClassification",
+                                    "d2v2_audio_ctc": "Data2VecForCTC"}[kind]
+    inputs = example_inputs(kind, batch=3)
+    reference = reference_forward(checkpoint, inputs)
+    with torch.no_grad():
+        logits = model(**model_inputs(kind, inputs)).logits
+    assert logits.shape == reference["logits"].shape
+    assert max_diff(logits, reference["logits"], reference["padding_mask"]) <= ATOL
+    assert converted.teacher is None and not converted.dropped
+
+
+@pytest.mark.parametrize("kind", PRETRAINED + FINETUNED)
+def test_a_perturbed_tensor_is_detected(kind):
+    """Each checkpoint's perturbed copy (one tensor, +0.05 noise) converts to a model whose outputs move by more than
+    the tolerance: the comparison above can fail."""
+    checkpoint = fake_checkpoint(kind)
+    state = checkpoint["model"]
+    name = next(k for k in state if k.endswith("blocks.0.mlp.fc1.weight"))
+    state[name] = state[name] + 0.05 * torch.randn_like(state[name].float()).to(state[name].dtype)
+    model = convert_fairseq_checkpoint(checkpoint).build()
+    inputs = example_inputs(kind)
+    reference = reference_forward(fake_checkpoint(kind), inputs)
+    with torch.no_grad():
+        out = model(**model_inputs(kind, inputs)) if kind in FINETUNED else None
+        ours = out.logits if out is not None else model.data2vec(**model_inputs(kind, inputs)).last_hidden_state
+    theirs = reference["logits"] if kind in FINETUNED else reference["last_hidden_state"]
+    assert max_diff(ours, theirs, reference["padding_mask"]) > ATOL
+
+
+def test_every_key_is_mapped_or_dropped_with_a_reason_and_an_unknown_one_is_an_error():
+    checkpoint = fake_checkpoint("d2v2_vision")
+    converted = convert_fairseq_checkpoint(checkpoint)
+    assert converted.dropped == {"_ema": "the EMA teacher: converted on its own"}
+    checkpoint["model"]["modality_encoders.IMAGE.some_new_thing.weight"] = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"1 tensor\(s\) this converter does not know, e\.g\. "
+                                         r"modality_encoders\.IMAGE\.some_new_thing\.weight"):
+        convert_fairseq_checkpoint(checkpoint)
+
+
+class Payload:  # a class a pickle would have to import and build: never unpickled
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_safe_loading_refuses_other_pickled_types_and_other_kinds(tmp_path, capsys):
+    checkpoint = fake_checkpoint("d2v2_audio")
+    checkpoint["extra_state"]["evil"] = Payload()
+    with pytest.raises(ValueError, match=r"needs the type\(s\) builtins\.print to be unpickled.*refusing to run arbitrary"):
+        load_checkpoint(saved(tmp_path, checkpoint))
+    assert "arbitrary code ran" not in capsys.readouterr().out
+    assert load_checkpoint(saved(tmp_path, fake_checkpoint("d2v2_audio")))["cfg"]["model"]["_name"] == "data2vec_multi"
+
+    wav2vec = fake_checkpoint("d2v2_audio")
+    wav2vec["cfg"]["model"]["_name"] = "wav2vec2"
+    with pytest.raises(ValueError, match="a fairseq 'wav2vec2' model, not a data2vec one"):
+        checkpoint_kind(wav2vec)
+    ctc = fake_checkpoint("d2v2_audio_ctc")
+    ctc["cfg"]["model"]["w2v_args"]["model"]["_name"] = "wav2vec2"
+    with pytest.raises(ValueError, match="a CTC fine-tune of a 'wav2vec2' model"):
+        checkpoint_kind(ctc)
+    with pytest.raises(ValueError, match="not a data2vec checkpoint"):
+        checkpoint_kind({"state_dict": {}})
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt is not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        load_checkpoint(tmp_path / "missing.pt")
