@@ -151,3 +151,55 @@ def test_safe_loading_refuses_other_pickled_types_and_other_kinds(tmp_path, caps
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(FileNotFoundError, match="no checkpoint file"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_data2vec_convert_writes_folders_the_auto_classes_load_and_pretraining_continues(tmp_path, capsys):
+    """`data2vec-convert file.pt folder`: AutoModel gives the student (the reference's outputs), AutoModelForPreTraining
+    the student, decoder and Meta's teacher, the processor loads; `data2vec-pretrain --init_from folder` starts from
+    that teacher; a CTC fine-tune becomes Data2VecForCTC with a tokenizer whose ids are its output rows."""
+    from transformers import AutoFeatureExtractor, AutoModel, AutoModelForCTC, AutoModelForPreTraining, AutoProcessor
+
+    from modeling_data2vec_unified.conversion_cli import main
+    from modeling_data2vec_unified.trainer import Data2VecPretrainer, PretrainingArguments
+
+    checkpoint = fake_checkpoint("d2v2_audio")
+    main([str(saved(tmp_path, checkpoint)), str(tmp_path / "audio")])
+    assert "wrote Data2VecForPreTraining (audio)" in capsys.readouterr().out
+    inputs = example_inputs("d2v2_audio", batch=3)
+    reference = reference_forward(checkpoint, inputs)
+    model = AutoModel.from_pretrained(tmp_path / "audio").eval()
+    assert type(model).__name__ == "Data2VecAudioModel"
+    with torch.no_grad():
+        hidden = model(**model_inputs("d2v2_audio", inputs)).last_hidden_state
+    assert max_diff(hidden, reference["last_hidden_state"], reference["padding_mask"]) <= ATOL
+    pretraining = AutoModelForPreTraining.from_pretrained(tmp_path / "audio")
+    ema = convert_fairseq_checkpoint(checkpoint).teacher
+    assert all(torch.equal(pretraining.teacher.model.state_dict()[k], v) for k, v in ema.items())
+    assert AutoFeatureExtractor.from_pretrained(tmp_path / "audio").do_normalize
+
+    trainer = Data2VecPretrainer(PretrainingArguments(
+        modality="audio", init_from=str(tmp_path / "audio"), output_dir=str(tmp_path / "continued"), max_steps=2,
+        per_device_train_batch_size=2, max_examples=8, report_to="none", disable_tqdm=True, probe=False,
+        logging_steps=1))
+    assert trainer.config.algorithm == "data2vec2"
+    teacher = trainer.unwrapped.teacher.model.state_dict()
+    assert all(torch.equal(teacher[k], v) for k, v in ema.items())  # Meta's teacher, not a copy of the student
+    trainer.train()
+    assert trainer.state.global_step == 2 and (tmp_path / "continued" / "model.safetensors").is_file()
+
+    ctc = saved(tmp_path, fake_checkpoint("d2v2_audio_ctc"), "ctc.pt")
+    with pytest.raises(SystemExit):  # its 12 rows are not LibriSpeech's 32 letters
+        main([str(ctc), str(tmp_path / "ctc")])
+    assert "pass the fine-tune's own dict.ltr.txt with --fairseq_dict" in capsys.readouterr().err
+    letters = "| E T A O N I H".split()
+    (tmp_path / "dict.ltr.txt").write_text("".join(f"{c} {100 - i}\n" for i, c in enumerate(letters)))
+    main([str(ctc), str(tmp_path / "ctc"), "--fairseq_dict", str(tmp_path / "dict.ltr.txt")])
+    model = AutoModelForCTC.from_pretrained(tmp_path / "ctc").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "ctc")
+    assert processor.tokenizer.convert_ids_to_tokens(list(range(12))) == ["<pad>", "<s>", "</s>", "<unk>", *letters]
+    assert model.config.pad_token_id == processor.tokenizer.pad_token_id == 0  # fairseq's blank is row 0
+    with torch.no_grad():
+        logits = model(**model_inputs("d2v2_audio_ctc", inputs)).logits
+    assert max_diff(logits, reference_forward(fake_checkpoint("d2v2_audio_ctc"), inputs)["logits"],
+                    reference["padding_mask"]) <= ATOL
+    assert len(processor.batch_decode(logits.argmax(-1))) == 3
