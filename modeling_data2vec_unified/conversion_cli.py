@@ -57,7 +57,7 @@ def convert_checkpoint(source, destination, check: bool = True, atol: float = 1e
 # fairseq's LibriSpeech letter dictionary (dict.ltr.txt of the wav2vec 2.0 / data2vec 960h, 100h and 10m
 # fine-tunes, examples/wav2vec/README.md): after <s> <pad> </s> <unk>, by count; "|" is the word boundary
 LIBRISPEECH_LETTERS = "| E T A O N I H S R D L U M W C F G Y P B V K ' X J Q Z".split()
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # the 2.0 image recipes' normalisation
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # the image recipes' normalisation
 LICENCES = {"vision": "CC-BY-NC 4.0 (Meta's data2vec vision weights; fairseq examples/data2vec/README.md)",
             "audio": "MIT (fairseq)", "text": "MIT (fairseq)"}
 
@@ -97,8 +97,8 @@ def fairseq_processor(converted, destination: Path, fairseq_dict: str | None = N
     if config.modality == "vision":
         from .data import ImageProcessor
 
-        return ImageProcessor(size={"height": config.image_size, "width": config.image_size},
-                              image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+        normalization = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, **converted.processor_settings}
+        return ImageProcessor(size={"height": config.image_size, "width": config.image_size}, **normalization)
     if config.modality == "audio":
         features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=config.sampling_rate, padding_value=0.0,
                                             do_normalize=True, return_attention_mask=True)  # task.normalize: true

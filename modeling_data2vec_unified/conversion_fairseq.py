@@ -220,6 +220,8 @@ class ConvertedCheckpoint:
     teacher: dict[str, torch.Tensor] | None = None
     dropped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what a user should know about this conversion
+    # how the checkpoint's recipe prepared inputs, where it says (images: image_mean / image_std)
+    processor_settings: dict = field(default_factory=dict)
 
     def build(self):
         """The model with the converted weights (every parameter and buffer loaded: strict), teacher included."""
@@ -302,6 +304,8 @@ def converter(kind: str):
 
 def convert_fairseq_checkpoint(checkpoint: str | Path | dict) -> ConvertedCheckpoint:
     """A released data2vec checkpoint (a path, or the dict `torch.load` gave) converted: see `ConvertedCheckpoint`."""
+    from . import conversion_fairseq_v1  # noqa: F401  (registers the data2vec 1.0 and data2vec_vision converters)
+
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint)
     kind = checkpoint_kind(checkpoint)

@@ -593,7 +593,12 @@ def convert_beit_vision(checkpoint: dict) -> ConvertedCheckpoint:
     else:
         notes.append("no EMA teacher (model_ema) in the file: the teacher starts as a copy of the student")
     notes.append("data2vec_vision's weights are licensed CC-BY-NC (beit/README.md): so are the converted ones")
-    return ConvertedCheckpoint(kind, config, "Data2VecForPreTraining", student, teacher, dropped, notes)
+    converted = ConvertedCheckpoint(kind, config, "Data2VecForPreTraining", student, teacher, dropped, notes)
+    # beit datasets.py: ImageNet's mean / std with --imagenet_default_mean_and_std, else Inception's (0.5)
+    default = getattr(args, "imagenet_default_mean_and_std", False)
+    converted.processor_settings = dict(image_mean=[0.485, 0.456, 0.406] if default else [0.5] * 3,
+                                         image_std=[0.229, 0.224, 0.225] if default else [0.5] * 3)
+    return converted
 
 
 def _beit_mask_fields(args, side: int, notes: list) -> dict:

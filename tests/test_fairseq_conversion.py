@@ -203,3 +203,30 @@ def test_data2vec_convert_writes_folders_the_auto_classes_load_and_pretraining_c
     assert max_diff(logits, reference_forward(fake_checkpoint("d2v2_audio_ctc"), inputs)["logits"],
                     reference["padding_mask"]) <= ATOL
     assert len(processor.batch_decode(logits.argmax(-1))) == 3
+
+
+@pytest.mark.parametrize("kind", ["d2v2_vision", "d2v2_vision_ft", "d2v1_audio", "d2v1_audio_ctc", "d2v1_text",
+                                  "beit_vision"])
+def test_every_kind_converts_on_the_command_line(kind, tmp_path, capsys):
+    """`data2vec-convert` writes every kind (the folder is reloaded and checked inside), with the teacher where the file
+    has one and the processor of the recipe; the vision card names the CC-BY-NC licence."""
+    import json
+
+    from modeling_data2vec_unified.conversion_cli import main
+
+    checkpoint = fake_checkpoint(kind)
+    flags = []
+    if kind.endswith("ctc"):
+        rows = checkpoint["model"]["w2v_encoder.proj.weight"].shape[0]
+        (tmp_path / "dict.ltr.txt").write_text("".join(f"{chr(65 + i)} 1\n" for i in range(rows - 4)))
+        flags = ["--fairseq_dict", str(tmp_path / "dict.ltr.txt")]
+    main([str(saved(tmp_path, checkpoint)), str(tmp_path / "out"), *flags])
+    out = tmp_path / "out"
+    has_teacher = kind in ("d2v2_vision", "d2v1_audio", "d2v1_text", "beit_vision")
+    assert (out / "teacher.safetensors").is_file() == has_teacher
+    processor = "processor_config.json" if kind.endswith("ctc") else "preprocessor_config.json"
+    assert (out / processor).is_file() == (kind != "d2v1_text")  # text: no BPE files given
+    if "vision" in kind:
+        assert json.loads((out / "preprocessor_config.json").read_text())["image_mean"] == [0.485, 0.456, 0.406]
+        assert "CC-BY-NC" in (out / "README.md").read_text()
+    assert "wrote Data2VecFor" in capsys.readouterr().out
