@@ -230,3 +230,40 @@ def test_every_kind_converts_on_the_command_line(kind, tmp_path, capsys):
         assert json.loads((out / "preprocessor_config.json").read_text())["image_mean"] == [0.485, 0.456, 0.406]
         assert "CC-BY-NC" in (out / "README.md").read_text()
     assert "wrote Data2VecFor" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["d2v2_text", "d2v1_text"])
+def test_a_text_checkpoint_converts_with_its_tokenizer(kind, tmp_path):
+    """With dict.txt + GPT-2's encoder.json / vocab.bpe, the converted folder holds a tokenizer whose ids are the
+    embedding rows: text tokenized by it gives the reference model's outputs."""
+    import json
+
+    from test_fairseq_text import CORPUS, bytes_to_unicode, learn_merges
+    from transformers import AutoModel, AutoTokenizer
+
+    from modeling_data2vec_unified.conversion_cli import main
+
+    merges = learn_merges(CORPUS, 40)
+    encoder = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    for a, b in merges:
+        encoder.setdefault(a + b, len(encoder))
+    (tmp_path / "encoder.json").write_text(json.dumps(encoder, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    b2u = bytes_to_unicode()
+    ids = [encoder[b2u[b]] for b in b"abcdefghijklmnopqrstuvwxyz "] + list(range(256, 256 + 17))  # 44 lines
+    lines = [f"{i} {1000 - n}" for n, i in enumerate(ids)] + ["madeupword0000 0", "madeupword0001 0"]
+    (tmp_path / "dict.txt").write_text("".join(line + "\n" for line in lines))  # 4 + 46 rows, <mask>: 51
+
+    checkpoint = fake_checkpoint(kind)
+    main([str(saved(tmp_path, checkpoint)), str(tmp_path / "out"), "--fairseq_dict", str(tmp_path / "dict.txt"),
+          "--gpt2_bpe", str(tmp_path / "encoder.json"), str(tmp_path / "vocab.bpe")])
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    batch = tokenizer(["the data is here", "a b"], padding=True, return_tensors="pt")
+    assert batch["input_ids"][0, 0] == 0 and tokenizer.pad_token_id == 1 and tokenizer.mask_token_id == 50
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+              "padding_mask": batch["attention_mask"] == 0}
+    reference = reference_forward(checkpoint, inputs)
+    model = AutoModel.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        hidden = model(**model_inputs(kind, inputs)).last_hidden_state
+    assert max_diff(hidden, reference["last_hidden_state"], reference["padding_mask"]) <= ATOL
