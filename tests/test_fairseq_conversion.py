@@ -267,3 +267,27 @@ def test_a_text_checkpoint_converts_with_its_tokenizer(kind, tmp_path):
     with torch.no_grad():
         hidden = model(**model_inputs(kind, inputs)).last_hidden_state
     assert max_diff(hidden, reference["last_hidden_state"], reference["padding_mask"]) <= ATOL
+
+
+def test_a_converted_pretrained_model_fine_tunes_with_a_fresh_head(tmp_path):
+    """The converted 2.0 image model loads into the classification head (student weights kept, a new head) and a
+    Trainer-style step runs: loss, gradients, an optimizer step."""
+    from transformers import AutoModelForImageClassification
+
+    from modeling_data2vec_unified.conversion_cli import convert_fairseq
+
+    checkpoint = fake_checkpoint("d2v2_vision")
+    convert_fairseq(saved(tmp_path, checkpoint), tmp_path / "out")
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "out", num_labels=3)
+    inputs = example_inputs("d2v2_vision", batch=4)
+    reference = reference_forward(checkpoint, inputs)
+    with torch.no_grad():
+        model.eval()
+        hidden = model.data2vec(pixel_values=inputs["pixel_values"]).last_hidden_state
+    assert max_diff(hidden, reference["last_hidden_state"]) <= ATOL
+    model.train()
+    out = model(pixel_values=inputs["pixel_values"], labels=torch.tensor([0, 1, 2, 0]))
+    out.loss.backward()
+    before = model.classifier.weight.detach().clone()
+    torch.optim.AdamW(model.parameters(), lr=1e-3).step()
+    assert torch.isfinite(out.loss) and not torch.equal(before, model.classifier.weight)
