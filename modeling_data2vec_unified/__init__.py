@@ -12,12 +12,16 @@ from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    AutoTokenizer,
 )
 
 from .configuration_data2vec import MODALITIES, MODALITY_DEFAULTS, Data2VecConfig
 from .conversion import config_from_transformers, convert_state_dict
 from .conversion_cli import convert_checkpoint
 from .ema import EMATeacher, ema_decay_at
+# the tokenizer class of a fairseq dictionary lacking some GPT-2 tokens, for AutoTokenizer (registered below); the
+# module imports only the standard library and transformers' tokenizer base, `tokenizers` when a tokenizer is built
+from .fairseq_text import FairseqDictionaryTokenizer
 from .masking import (
     DataCollatorForData2VecPretraining,
     SeededBatch,
@@ -69,6 +73,7 @@ _LAZY = {
     "Data2VecPretrainer": "trainer", "PretrainingArguments": "trainer",
     "PretrainingData": "data", "ProbeData": "data", "load_pretraining_data": "data",
     "Data2VecTrainer": "finetuning", "ctc_processor": "finetuning", "metrics": None,
+    "tokenizer_from_fairseq": "fairseq_text",
 }
 
 
@@ -97,11 +102,16 @@ AutoModelForQuestionAnswering.register(Data2VecConfig, Data2VecForQuestionAnswer
 AutoModelForImageClassification.register(Data2VecConfig, Data2VecForImageClassification, exist_ok=True)
 AutoModelForCTC.register(Data2VecConfig, Data2VecForCTC, exist_ok=True)
 AutoModelForAudioClassification.register(Data2VecConfig, Data2VecForAudioClassification, exist_ok=True)
+# AutoTokenizer finds the class a saved fairseq-dictionary tokenizer names (fairseq_text.py); for a data2vec folder
+# naming no class it stands in for the base fast tokenizer, and without fairseq_dictionary_size it changes nothing
+AutoTokenizer.register(Data2VecConfig, tokenizer_class=FairseqDictionaryTokenizer, exist_ok=True)
 
 __all__ = [
     "Data2VecPretrainer",
     "Data2VecTrainer",
     "ctc_processor",
+    "FairseqDictionaryTokenizer",
+    "tokenizer_from_fairseq",
     "layer_decay_optimizer",
     "metrics",
     "model_card",

@@ -82,7 +82,7 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
         conv_bias=False, feat_extract_activation="gelu", feat_proj_dropout=0.0,
         num_conv_pos_embeddings=5, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=16,
-        sampling_rate=16000,
+        pos_conv_zero_padding=True, sampling_rate=16000,
         # pretraining: top-8 FFN outputs, each instance-normed over time; L2 loss summed over channels and scaled
         # by 1/sqrt(dim)
         average_top_k_layers=8, target_layer_output="ffn", target_layer_norm="instance", target_final_norm="none",
@@ -142,6 +142,8 @@ DATA2VEC2_DEFAULTS: dict[str, dict] = {
         # with one learned scale per head (init 1, clamped >= 0) shared by the layers
         layer_norm_position="post", pre_block_layer_norm=False, relative_position_bias="alibi",
         layerdrop=0.05, num_conv_pos_embeddings=5, conv_pos_kernel_size=19, use_mask_token=False,
+        # fairseq's 2.0 audio encoder does not zero padded frames before the positional conv (1.0 does)
+        pos_conv_zero_padding=False,
         average_top_k_layers=8, target_layer_output="ffn", target_layer_norm="instance", target_final_norm="none",
         loss_beta=0.0, loss_reduction="channel_sum", loss_scale=None,
         teacher_scope="model_except_feature_encoder",  # ema_local_encoder: false, the teacher reuses the features
@@ -180,7 +182,8 @@ MODALITY_FIELDS = {
     "vision": ("image_size", "patch_size", "num_channels", "use_absolute_position_embeddings", "use_mean_pooling",
                "position_embedding_type", "mask_min_aspect"),
     "audio": ("conv_dim", "conv_stride", "conv_kernel", "conv_bias", "feat_extract_activation", "feat_proj_dropout",
-              "num_conv_pos_embeddings", "conv_pos_kernel_size", "num_conv_pos_embedding_groups", "sampling_rate"),
+              "num_conv_pos_embeddings", "conv_pos_kernel_size", "num_conv_pos_embedding_groups", "sampling_rate",
+              "pos_conv_zero_padding"),
 }
 
 
@@ -251,6 +254,9 @@ class Data2VecConfig(PreTrainedConfig):
     num_conv_pos_embeddings: int | None = None  # number of positional conv layers
     conv_pos_kernel_size: int | None = None  # kernel of each positional conv layer
     num_conv_pos_embedding_groups: int | None = None
+    # padded frames zeroed before the positional conv (1.0, as fairseq's wav2vec 2.0 / data2vec 1.0 and transformers);
+    # fairseq's data2vec 2.0 audio encoder leaves them as the conv features made them
+    pos_conv_zero_padding: bool | None = None
     sampling_rate: int | None = None
 
     # ---- data2vec pretraining ----------------------------------------------------------------------------------

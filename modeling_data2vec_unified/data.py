@@ -133,6 +133,7 @@ def load_pretraining_data(
     max_seq_length: int = 128,
     max_examples: int | None = None,
     resample_audio: bool = True,
+    min_audio_seconds: float | None = None,
     tokenizer_vocab_size: int = 2048,
     seed: int = 0,
     cache_dir: str | None = None,
@@ -147,7 +148,9 @@ def load_pretraining_data(
     local path or Hub id, or a processor object. `column` / `label_column`: the input / label columns (found by type
     and name when None; a "label" column, e.g. from image subfolders, gives a probe). `max_seq_length`: text tokens
     per example, `<s>` and `</s>` included. `max_examples`: keep the first N rows (builtin: pretraining examples).
-    `resample_audio`: resample audio at another rate to `config.sampling_rate` (else refuse it). `seed`: the builtin
+    `resample_audio`: resample audio at another rate to `config.sampling_rate` (else refuse it). `min_audio_seconds`:
+    clips shorter than this are dropped, counted in a warning (always: clips shorter than the conv feature encoder's
+    receptive field), so that one short clip does not crop a whole batch to its length. `seed`: the builtin
     sounds and the probe split. `probe=False`: no probe examples are prepared (a run without a probe decodes none).
     `skip_bad_examples`: None stops at the first image or clip that cannot be decoded, naming it (`BadExampleError`);
     a fraction skips such examples (logged) up to that share of the data.
@@ -199,7 +202,8 @@ def load_pretraining_data(
                              source)
     if modality == "vision":
         return _prepare_images(config, rows, column, label_column, processor, seed, source, bad)
-    return _prepare_audio(config, rows, column, label_column, processor, resample_audio, seed, source, bad)
+    return _prepare_audio(config, rows, column, label_column, processor, resample_audio, seed, source, bad,
+                          min_audio_seconds)
 
 
 # ---- example datasets ------------------------------------------------------------------------------------------
@@ -365,8 +369,13 @@ def _load_rows(
     """The dataset's rows and a short name for messages: a local folder / file by its files' kinds, else the Hub."""
     path = Path(dataset).expanduser()
     if path.is_dir():
-        rows, source = _load_folder(config.modality, path, split, cache_dir), f"folder {dataset}"
+        in_split = _split_files(path, split)
+        rows = _load_folder(config.modality, path, split, in_split, cache_dir)
+        source = f"folder {dataset}" + ("" if in_split is None else f" [{split}]")
     elif path.is_file():
+        if split != "train":
+            raise ValueError(f"file {dataset} is one split (train); split {split!r} needs a folder whose files or "
+                             "subfolders are named by split (train* / validation* / test*), or a Hub dataset")
         loader = LOADERS.get(path.suffix.lower())
         if loader is None:
             raise ValueError(f"{dataset} is not a supported data file: {_looked_for()}")
@@ -405,13 +414,15 @@ def _looked_for() -> str:
             + ") and text (" + " ".join(TEXT_EXTENSIONS) + ")")
 
 
-def _load_folder(modality: str, root: Path, split: str, cache_dir: str | None) -> datasets.Dataset:
+def _load_folder(modality: str, root: Path, split: str, in_split: set[Path] | None,
+                 cache_dir: str | None) -> datasets.Dataset:
     """A folder's rows: the files of the modality's own kind if any (images, audio, .txt), else its one kind of
-    table; files under hidden folders are skipped."""
+    table; files under hidden folders are skipped; `in_split`: the split's files, where the folder is split by name."""
     groups: dict[str, list[Path]] = defaultdict(list)
     for file in sorted(root.rglob("*")):
         loader = LOADERS.get(file.suffix.lower())
-        if loader and file.is_file() and not any(p.startswith(".") for p in file.relative_to(root).parts):
+        if (loader and file.is_file() and not any(p.startswith(".") for p in file.relative_to(root).parts)
+                and (in_split is None or file.resolve() in in_split)):
             groups[loader].append(file)
     if not groups:
         raise ValueError(f"folder {root} has no usable files: {_looked_for()}")
@@ -429,6 +440,29 @@ def _load_folder(modality: str, root: Path, split: str, cache_dir: str | None) -
         extensions = " ".join(sorted({f.suffix.lower() for f in groups[loader]}))
         raise _modality_error(f"folder {root}", LOADER_MODALITY[loader], f"{extensions} files", modality)
     return _load_files(loader, groups[loader], root, split, cache_dir)
+
+
+def _split_files(root: Path, split: str) -> set[Path] | None:
+    """The files of `split` in a folder split by file or subfolder names as `datasets` splits a data folder
+    (train* / validation*, valid*, dev*, val* / test*, e.g. LibriSpeech's train-clean-100/ dev-clean/ test-clean/);
+    None for a folder without split names (all of it is the train split). Raises ValueError for a split it lacks."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        patterns = get_data_patterns(str(root))
+    except Exception:  # no files datasets would read: the caller's checks name what is missing
+        patterns = {"train": ["**"]}
+    if {str(k): v for k, v in patterns.items()} == {"train": ["**"]}:  # not split by names
+        if split != "train":
+            raise ValueError(f"folder {root} has no split {split!r}: its files are not named by split (train* / "
+                             "validation* / test* files or subfolders, as datasets names them); use split 'train'")
+        return None
+    files = {str(k): v for k, v in DataFilesDict.from_patterns(patterns, base_path=str(root)).items()}
+    if split not in files:
+        have = ", ".join(f"{k} ({len(v)} files)" for k, v in files.items())
+        raise ValueError(f"folder {root} has no split {split!r}; its files are split by name into: {have}. Pass that "
+                         "split's name (--dataset_split / --validation_split), or rename the files")
+    return {Path(f).resolve() for f in files[split]}
 
 
 def _modality_error(source: str, held: str, what: str, modality: str) -> ValueError:
@@ -953,11 +987,15 @@ def _check_processor_rate(processor, sampling_rate: int) -> None:
                          "use one at the model's rate, or processor=None")
 
 
-def _prepare_audio(config, rows, column, label_column, processor, resample, seed, source, bad) -> PretrainingData:
+def _prepare_audio(config, rows, column, label_column, processor, resample, seed, source, bad,
+                   min_seconds: float | None = None) -> PretrainingData:
     """Scans the clips' lengths and rates (file headers only), refuses or resamples other rates, drops clips shorter
-    than the conv feature encoder's receptive field, and decodes the rest: once, up front, when small
+    than `min_seconds` or the conv feature encoder's receptive field, and decodes the rest: once, up front, when small
     (`_in_memory_if_small`), else per batch."""
     sr, field = config.sampling_rate, config.receptive_field
+    least = max(field, math.ceil((min_seconds or 0.0) * sr))
+    shortest = (f"{min_seconds:g} s (min_audio_seconds, --min_audio_seconds)" if least > field else
+                f"the receptive field of the conv feature encoder ({field} samples at {sr} Hz)")
     processor = processor if processor is not None else default_feature_extractor(sr)
     _check_processor_rate(processor, sr)
     table = rows.select_columns([column]).with_format("arrow")
@@ -982,13 +1020,13 @@ def _prepare_audio(config, rows, column, label_column, processor, resample, seed
         warnings.warn(f"{source}: resampling audio from {', '.join(map(str, rates))} Hz to {sr} Hz "
                       "(config.sampling_rate)", stacklevel=3)
     samples = np.ceil(infos[:, 0] * sr / infos[:, 1])
-    keep = np.flatnonzero(samples >= field)
+    keep = np.flatnonzero(samples >= least)
     if len(keep) == 0:
-        raise ValueError(f"every clip of {source} is shorter than the conv feature encoder's receptive field "
-                         f"({field} samples at {sr} Hz): use longer clips")
+        raise ValueError(f"every clip of {source} is shorter than {shortest}: use longer clips"
+                         + (", or a smaller --min_audio_seconds" if least > field else ""))
     if len(keep) < len(rows) - unreadable:
-        warnings.warn(f"{source}: dropped {len(rows) - unreadable - len(keep)} of {len(rows)} clips shorter than the "
-                      f"receptive field ({field} samples at {sr} Hz)", stacklevel=3)
+        warnings.warn(f"{source}: dropped {len(rows) - unreadable - len(keep)} of {len(rows)} clips shorter than "
+                      f"{shortest}", stacklevel=3)
     if len(keep) < len(rows):
         rows = rows.select(keep)
     train = _Audio(rows, column, processor, sr, bad)

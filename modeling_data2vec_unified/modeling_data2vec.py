@@ -438,6 +438,9 @@ class Data2VecVisionEmbeddings(nn.Module):
         else:
             self.position_embeddings = None
         self.sincos = config.position_embedding_type == "sincos"
+        if self.sincos:  # the table at the configured grid, saved with the weights: a converted checkpoint keeps the
+            # table it was trained with (fairseq stores it in fp16); other grids use the closed form
+            self.register_buffer("sincos_positions", sincos_2d(self.grid, config.hidden_size)[None], persistent=True)
         self._sincos_cache: dict[tuple, torch.Tensor] = {}
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -476,6 +479,8 @@ class Data2VecVisionEmbeddings(nn.Module):
         return FrontEndOutput(x, None, grid=grid)
 
     def _sincos(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        if grid == self.grid:
+            return self.sincos_positions[0].to(like.dtype)
         key = (grid, like.device, like.dtype)
         if key not in self._sincos_cache:
             self._sincos_cache[key] = sincos_2d(grid, like.shape[-1]).to(like.device, like.dtype)
@@ -615,8 +620,8 @@ class Data2VecAudioFrontEnd(nn.Module):
     def contextualize(self, front: FrontEndOutput, mask_time_indices: torch.Tensor | None = None,
                       keep: torch.Tensor | None = None) -> FrontEndOutput:
         """Per masked copy: masked frames become the learned mask embedding (1.0) or zeros (data2vec 2.0, which then
-        keeps only the `keep` (B, K) frames of each row); padded frames are zeroed; the positional convolution runs
-        over the full length and is added; LayerNorm."""
+        keeps only the `keep` (B, K) frames of each row); padded frames are zeroed (`pos_conv_zero_padding`); the
+        positional convolution runs over the full length and is added; LayerNorm."""
         x, frame_mask = front.hidden_states, front.attention_mask
         if mask_time_indices is not None:
             if mask_time_indices.shape != x.shape[:2]:
@@ -628,7 +633,7 @@ class Data2VecAudioFrontEnd(nn.Module):
                 raise ValueError("mask_time_indices needs a mask embedding: build the model with use_mask_token=True")
             fill = self.mask_embedding.to(x.dtype) if keep is None else x.new_zeros(())
             x = torch.where(mask_time_indices.bool()[..., None], fill, x)
-        if frame_mask is not None:
+        if frame_mask is not None and self.config.pos_conv_zero_padding:
             x = x * frame_mask[..., None].to(x.dtype)  # padded frames are zero before the positional conv
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
         x = self.dropout(self.layer_norm(x))
@@ -773,6 +778,8 @@ class Data2VecPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(module.mask_token, std=std)
             if module.position_embeddings is not None:
                 init.trunc_normal_(module.position_embeddings, std=std)
+            if module.sincos:  # checkpoints written before the table was saved lack it: the closed form
+                init.copy_(module.sincos_positions, sincos_2d(module.grid, module.sincos_positions.shape[-1])[None])
         elif isinstance(module, Data2VecRelativePositionBias):
             init.zeros_(module.table)
         elif isinstance(module, Data2VecLayer) and module.layer_scale_1 is not None:

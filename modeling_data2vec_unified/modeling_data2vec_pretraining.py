@@ -24,6 +24,21 @@ from .masking import MASK_INPUT, check_batch, draw_mask, num_visible
 from .modeling_data2vec import MODALITY_INPUTS, MODEL_CLASSES, Data2VecPreTrainedModel, FrontEndOutput
 
 
+TEACHER_WEIGHTS = "teacher.safetensors"  # an EMA teacher's weights and update count (`EMATeacher.save`)
+
+
+def _checkpoint_file(name_or_path, filename: str, kwargs: dict) -> str | None:
+    """The path of `filename` in a local checkpoint folder or a Hub repo (downloaded), or None where it has none."""
+    from transformers.utils import cached_file
+
+    from .conversion import _hub_kwargs
+
+    if name_or_path is None:
+        return None
+    return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False, **_hub_kwargs(kwargs))
+
+
 def normalize_targets(x: torch.Tensor, kind: str, real: torch.Tensor | None = None) -> torch.Tensor:
     """Parameter-free normalisation of (B, T, D) fp32 teacher outputs.
 
@@ -239,6 +254,9 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
             c = self.config
             teacher = EMATeacher(source, c.ema_decay, c.ema_end_decay, c.ema_anneal_end_step,
                                  exclude=self._ema_exclude())
+            if self.__dict__.get("_teacher_file"):  # a checkpoint's own teacher (a converted fairseq `_ema`): its
+                teacher.load(self.__dict__["_teacher_file"])  # weights; the schedule is this config's, from update 0
+                teacher.num_updates = 0
             self.__dict__["_teacher"] = teacher
         elif next(teacher.parameters()).device != device:
             teacher.to(device)
@@ -252,7 +270,17 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
 
     def reset_teacher(self) -> None:
         """Make the teacher a fresh copy of the student (update count 0) at its next use."""
-        self.__dict__["_teacher"] = None
+        self.__dict__["_teacher"] = self.__dict__["_teacher_file"] = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Also reads the checkpoint's EMA teacher where it has one (`teacher.safetensors`, written by the fairseq
+        conversion from the checkpoint's `_ema`): the teacher is built from it on first use, after any config update
+        (a continued run's EMA schedule), instead of from a copy of the student."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
+        model.__dict__["_teacher_file"] = _checkpoint_file(pretrained_model_name_or_path, TEACHER_WEIGHTS, kwargs)
+        return loaded
 
     @property
     def ema_decay(self) -> float:

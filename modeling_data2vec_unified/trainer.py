@@ -50,7 +50,7 @@ from transformers import HfArgumentParser, get_scheduler
 
 from .configuration_data2vec import MODALITIES, Data2VecConfig
 from .masking import MASK_INPUT, MODALITY_INPUT, DataCollatorForData2VecPretraining, SeededBatch
-from .modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining, _eval_mode
+from .modeling_data2vec_pretraining import TEACHER_WEIGHTS, Data2VecCollapseError, Data2VecForPreTraining, _eval_mode
 from .optimization import parameter_groups
 
 # named after the package even when this module runs as __main__ (python -m modeling_data2vec_unified.trainer)
@@ -128,7 +128,6 @@ ALGORITHMS = ("data2vec", "data2vec2")
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # a checkpoint-N folder: accelerate's model.safetensors + optimizer.bin (+ scaler.pt with fp16), and these
 TRAINER_STATE = "trainer_state.json"  # loop position, learning-rate schedule, what the run was
-TEACHER_WEIGHTS = "teacher.safetensors"  # the EMA teacher's weights and update count
 RNG_STATE = "rng_state_{}.safetensors"  # one per process: Python, NumPy, torch CPU and accelerator RNGs
 # pickles accelerate's load_state would read that our checkpoints never hold: its registered objects (unpickled with
 # weights_only=False: any code runs) and its RNG states (which we write as safetensors instead)
@@ -176,6 +175,9 @@ class PretrainingArguments:
                 "data is bad; default: stop at the first, naming its file"})
     max_audio_seconds: float | None = field(default=None, metadata={"help": "audio: longer clips are cropped at "
                                                                             "random (data2vec: 15.6 s)"})
+    min_audio_seconds: float = field(default=1.0, metadata={
+        "help": "audio: shorter clips are dropped (counted in a warning), so that one short clip does not crop its "
+                "whole batch (--audio_crop shortest); fairseq's data2vec recipe: 2 (min_sample_size 32000)"})
     # ---- the model ---------------------------------------------------------------------------------------------
     model_size: str = field(default="tiny", metadata={"help": "tiny | small | base", "choices": tuple(MODEL_SIZES)})
     config: str | None = field(default=None, metadata={"help": "a Data2VecConfig JSON file (replaces --model_size)"})
@@ -224,6 +226,11 @@ class PretrainingArguments:
     validation_split_percentage: float | None = field(default=None, metadata={
         "help": "hold out this percentage of the examples (chosen with --seed) and report the data2vec loss on them "
                 "every --eval_steps (eval_loss), with fixed masks"})
+    validation_split: str | None = field(default=None, metadata={
+        "help": "the dataset's own held-out split (e.g. validation: a Hub dataset's split, or a folder's files / "
+                "subfolders named by split) instead of --validation_split_percentage"})
+    max_eval_examples: int | None = field(default=None, metadata={"help": "evaluate on the first N held-out "
+                                                                          "examples only"})
     eval_steps: int | None = field(default=None, metadata={"help": "default: --logging_steps"})
     probe_steps: int | None = field(default=None, metadata={"help": "linear probe on a fixed subset of the probe "
                                                                     "data every N steps, logged as probe/pretrained "
@@ -272,7 +279,7 @@ class PretrainingArguments:
                      "save_steps"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name} must be >= 1; got {getattr(args, name)}")
-        for name in ("dataloader_num_workers", "warmup_steps"):
+        for name in ("dataloader_num_workers", "warmup_steps", "min_audio_seconds"):
             if getattr(args, name) < 0:
                 raise ValueError(f"--{name} must be >= 0; got {getattr(args, name)}")
         if args.save_total_limit is not None and args.save_total_limit < 1:
@@ -281,6 +288,16 @@ class PretrainingArguments:
             args.max_train_time = str(parse_duration(args.max_train_time))
         if args.validation_split_percentage is not None and not 0 <= args.validation_split_percentage < 100:
             raise ValueError(f"--validation_split_percentage must be in [0, 100); got {args.validation_split_percentage}")
+        if args.validation_split is not None and args.validation_split_percentage:
+            raise ValueError("give --validation_split (the dataset's own held-out split) or "
+                             "--validation_split_percentage (held out of the training split), not both")
+        if args.validation_split is not None and args.dataset == "builtin":
+            raise ValueError("--validation_split: the built-in data has no splits; use --validation_split_percentage")
+        if args.validation_split == args.dataset_split:
+            raise ValueError(f"--validation_split {args.validation_split} is the training split (--dataset_split): "
+                             "name another split, or use --validation_split_percentage")
+        if args.max_eval_examples is not None and args.max_eval_examples < 1:
+            raise ValueError(f"--max_eval_examples must be >= 1 (or unset: all); got {args.max_eval_examples}")
         if args.eval_steps is None:
             args.eval_steps = args.logging_steps
         if args.eval_steps < 1:
@@ -522,13 +539,28 @@ class Data2VecPretrainer:
                     config, args.dataset, dataset_config_name=args.dataset_config_name, split=args.dataset_split,
                     processor=args.processor or text_processor, column=args.column, label_column=args.label_column,
                     max_seq_length=args.max_seq_length, max_examples=args.max_examples,
-                    resample_audio=args.resample_audio, tokenizer_vocab_size=args.tokenizer_vocab_size,
+                    resample_audio=args.resample_audio, min_audio_seconds=args.min_audio_seconds,
+                    tokenizer_vocab_size=args.tokenizer_vocab_size,
                     seed=args.seed, probe=args.probe or bool(args.probe_steps),
                     skip_bad_examples=args.skip_bad_examples,
                 )
         self.validation = None
         if args.validation_split_percentage:
             data, self.validation = _split_validation(data, args.validation_split_percentage, args.seed)
+        elif args.validation_split is not None:  # prepared by the training data's processor (text: its tokenizer)
+            from .data import load_pretraining_data
+
+            with self.accelerator.main_process_first():
+                self.validation = load_pretraining_data(
+                    config, args.dataset, dataset_config_name=args.dataset_config_name, split=args.validation_split,
+                    processor=data.processor, column=args.column, max_seq_length=args.max_seq_length,
+                    max_examples=args.max_eval_examples, resample_audio=args.resample_audio,
+                    min_audio_seconds=args.min_audio_seconds, seed=args.seed,
+                    probe=False, skip_bad_examples=args.skip_bad_examples,
+                ).train
+        if self.validation is not None and args.max_eval_examples is not None:
+            self.validation = torch.utils.data.Subset(
+                self.validation, range(min(args.max_eval_examples, len(self.validation))))
         self.data = data
         if model is None:
             apply_config_updates(config, data.config_updates)
@@ -586,7 +618,11 @@ class Data2VecPretrainer:
                                                                  if c.clone_batch > 1 else ""),
             f"  data:   {self.data.description}; {len(self.data.train)} examples"
             + ("" if self.data.probe is None else
-               f"; probe {len(self.data.probe.train)} / {len(self.data.probe.test)} (train / held out)"),
+               f"; probe {len(self.data.probe.train)} / {len(self.data.probe.test)} (train / held out)")
+            + ("" if self.validation is None else
+               f"; validation {len(self.validation)} (" + (f"split {args.validation_split}" if args.validation_split
+                                                           else f"{args.validation_split_percentage:g}% held out")
+               + f", eval_loss every {args.eval_steps} steps)"),
             f"  model:  {args.model_size if not (args.config or args.init_from) else 'as loaded'}, hidden "
             f"{c.hidden_size} x {c.num_hidden_layers} layers, {self.model.num_parameters() / 1e6:.2f}M parameters, "
             f"{start}",
@@ -870,17 +906,23 @@ class Data2VecPretrainer:
     def _loop(self, end: int) -> dict:
         args, acc = self.args, self.accelerator
         batches = iter(self.dataloader(self.state.micro_batches))
-        input_name = MODALITY_INPUT[self.config.modality]
         tallies = {
             "sums": torch.zeros(len(SUMS), device=acc.device),  # SUMS, since the last logging step
             # the first step whose loss or gradients were NaN / inf (-1: none yet), and how many there were
             "bad_step": torch.full((), -1, dtype=torch.long, device=acc.device),
             "bad_count": torch.zeros((), dtype=torch.long, device=acc.device),
         }
-        samples = 0
-        clock, metrics = time.perf_counter(), {}
-        self._loop_start, self._probe_seconds = clock, 0.0
+        self._loop_start, self._probe_seconds = time.perf_counter(), 0.0
         progress = _progress(acc, args, self.state.global_step)
+        with _logging_beside(progress):
+            metrics = self._steps(end, progress, batches, tallies)
+        progress.close()
+        return metrics
+
+    def _steps(self, end: int, progress, batches, tallies: dict[str, torch.Tensor]) -> dict:
+        args, acc = self.args, self.accelerator
+        input_name = MODALITY_INPUT[self.config.modality]
+        samples, clock, metrics = 0, self._loop_start, {}
         while self.state.global_step < end:
             step = self.state.global_step + 1
             micro_batches = [next(batches) for _ in range(args.gradient_accumulation_steps)]
@@ -909,7 +951,6 @@ class Data2VecPretrainer:
                     print(f"data2vec-pretrain: stopped at step {step} of {args.max_steps} ({stop}); saved {path}. "
                           f"Resume with: {self.resume_command()}", file=sys.stderr)
                 break
-        progress.close()
         return metrics
 
     def _train_step(self, micro_batches: list[dict], step: int, tallies: dict[str, torch.Tensor]) -> float:
@@ -1081,7 +1122,7 @@ class Data2VecPretrainer:
 
     @torch.no_grad()
     def evaluate(self, step: int) -> float:
-        """The data2vec loss on the held-out examples (--validation_split_percentage): the student in eval mode, the
+        """The data2vec loss on the held-out examples (--validation_split / --validation_split_percentage): the student in eval mode, the
         current teacher, the same masks at every evaluation (drawn from the seed), RNGs untouched; logged as eval_loss
         (and eval_target_var / eval_pred_var). Returns the seconds it took (not counted as training time)."""
         acc, began, model = self.accelerator, time.perf_counter(), self.unwrapped
@@ -1253,6 +1294,14 @@ def _progress(acc: Accelerator, args: PretrainingArguments, start: int):
 
     return tqdm(total=args.max_steps, initial=start, desc="data2vec", dynamic_ncols=True,
                 disable=args.disable_tqdm or not acc.is_local_main_process)
+
+
+def _logging_beside(progress):
+    """While the progress bar is live, log records are written above it (tqdm.write) instead of after the bar's text
+    on its own line."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return contextlib.nullcontext() if progress.disable else logging_redirect_tqdm(tqdm_class=type(progress))
 
 
 def cli(argv: list[str] | None = None) -> dict:

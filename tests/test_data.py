@@ -340,7 +340,7 @@ def test_small_audio_and_image_folders_are_decoded_once(tmp_path, monkeypatch):
             trainer = Data2VecPretrainer(PretrainingArguments(
                 modality=modality, dataset=str(tmp_path / dataset), per_device_train_batch_size=2,
                 output_dir=str(tmp_path / "out"), report_to="none", config_overrides="image_size=16,patch_size=4"
-                if modality == "vision" else None))
+                if modality == "vision" else None, min_audio_seconds=0.1))  # the clips are 0.25 - 1 s
         at_load = sum(prepared)  # images: the first 256 (here all) for the normalisation's statistics, then each once
         assert at_load == (files if modality == "audio" else 2 * files)
         batches = iter(trainer.dataloader(0))
@@ -379,10 +379,17 @@ def test_clips_shorter_than_the_receptive_field_are_dropped(tmp_path):
     root.mkdir()
     for name, samples in [("long1", 2000), ("short", config.receptive_field - 1), ("long2", 3000)]:
         soundfile.write(root / f"{name}.wav", np.random.default_rng(0).standard_normal(samples) * 0.1, 16000)
-    dropped = f"dropped 1 of 3 clips shorter than the receptive field \\({config.receptive_field} samples"
+    dropped = f"dropped 1 of 3 clips shorter than the receptive field of the conv feature encoder \\(" \
+              f"{config.receptive_field} samples"
     with pytest.warns(UserWarning, match=dropped):
         data = load_pretraining_data(config, str(root))
     assert [len(e["input_values"]) for e in data.train.__getitems__([0, 1])] == [2000, 3000]
+    # a clip the model could encode but too short to be worth cropping a batch to: dropped at --min_audio_seconds
+    with pytest.warns(UserWarning, match=r"dropped 2 of 3 clips shorter than 0.15 s \(min_audio_seconds"):
+        data = load_pretraining_data(config, str(root), min_audio_seconds=0.15)  # 2400 samples
+    assert [len(e["input_values"]) for e in data.train.__getitems__([0])] == [3000] and len(data.train) == 1
+    with pytest.raises(ValueError, match=r"every clip .* shorter than 0.5 s .*or a smaller --min_audio_seconds"):
+        load_pretraining_data(config, str(root), min_audio_seconds=0.5)
     for name in ("long1", "long2"):
         (root / f"{name}.wav").unlink()
     with pytest.raises(ValueError, match="every clip .* shorter than .* receptive field"):
@@ -608,3 +615,47 @@ def test_a_corrupt_clip_is_named_and_skipped_on_request(tmp_path):
     data = load_pretraining_data(config, str(tmp_path / "clips"), cache_dir=str(tmp_path / "cache"),
                                  skip_bad_examples=0.5)
     assert len(data.train) == 4
+
+
+def test_a_folder_split_by_name_gives_each_split_its_own_files(tmp_path):
+    """Files or subfolders named by split (as `datasets` names them: train* / valid* / dev* / test*) are splits: the
+    train split holds none of the held-out files (before, a folder's every file was training data). A folder or file
+    without split names has only the train split; asking it for another is an error naming the fix."""
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for split, words in (("train", "alpha beta gamma"), ("valid", "delta epsilon"), ("test", "zeta")):
+        (texts / f"{split}.txt").write_text("\n".join(f"{w} {i} " * 3 for i, w in enumerate(words.split())) + "\n")
+    config = tiny_config("text")
+
+    def text_of(data):
+        return "".join(data.processor.decode(e["input_ids"], skip_special_tokens=True) for e in data.train)
+
+    train = load_pretraining_data(config, str(texts), tokenizer_vocab_size=300, max_seq_length=8)
+    held = load_pretraining_data(config, str(texts), split="validation", processor=train.processor, max_seq_length=8)
+    assert "[train]" in train.description and "[validation]" in held.description
+    words = {name: {w for w in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta") if w in text_of(data)}
+             for name, data in (("train", train), ("held", held))}
+    assert words == {"train": {"alpha", "beta", "gamma"}, "held": {"delta", "epsilon"}}
+    expected = train.processor("delta 0 delta 0", add_special_tokens=False)["input_ids"][:6]
+    assert held.train[0]["input_ids"].tolist()[1:7] == expected  # the training data's tokenizer
+    with pytest.raises(ValueError, match=r"has no split 'dev'; its files are split by name into: train \(1 files\), "
+                                         r"validation \(1 files\), test \(1 files\)"):
+        load_pretraining_data(config, str(texts), split="dev", processor=train.processor)
+
+    clips = tmp_path / "clips"  # our own audio reader, split by subfolder (LibriSpeech's train-clean-100 / dev-clean)
+    for folder, seconds in (("train-clean-100", (0.5, 0.3)), ("dev-clean", (0.4,))):
+        (clips / folder).mkdir(parents=True)
+        for i, s in enumerate(seconds):
+            soundfile.write(clips / folder / f"{i}.wav", tone(300, s, 16000), 16000)
+    sizes = {split: sorted(len(w) for w in all_inputs(load_pretraining_data(tiny_config("audio"), str(clips),
+                                                                            split=split), "input_values"))
+             for split in ("train", "validation")}
+    assert sizes == {"train": [4800, 8000], "validation": [6400]}
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "notes.txt").write_text("one line of text\n")
+    with pytest.raises(ValueError, match="has no split 'validation': its files are not named by split"):
+        load_pretraining_data(config, str(plain), split="validation", tokenizer_vocab_size=300)
+    with pytest.raises(ValueError, match=r"is one split \(train\); split 'validation' needs a folder"):
+        load_pretraining_data(config, str(plain / "notes.txt"), split="validation", tokenizer_vocab_size=300)

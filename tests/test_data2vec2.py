@@ -650,3 +650,30 @@ def test_auto_model_round_trip(modality, tmp_path):
     assert mine.keys() == theirs.keys()
     for name in mine:
         torch.testing.assert_close(theirs[name], mine[name], rtol=0, atol=0)
+
+
+def test_the_sincos_table_is_saved_and_an_older_checkpoint_without_it_gets_the_closed_form(tmp_path):
+    """The 2.0 image positions are a saved buffer (a converted fairseq model keeps its fp16-rounded table); a checkpoint
+    written before the buffer existed loads with MAE's closed form, and other grids still use the closed form."""
+    from safetensors.torch import load_file, save_file
+
+    from modeling_data2vec_unified.modeling_data2vec import sincos_2d
+
+    config = d2v.Data2VecConfig(modality="vision", algorithm="data2vec2", hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=4)
+    model = d2v.Data2VecVisionModel(config)
+    table = model.embeddings.sincos_positions
+    assert torch.equal(table[0], sincos_2d((4, 4), 32))
+    table.copy_(table.half().float())  # as a converted fairseq table
+    model.save_pretrained(tmp_path / "new")
+    assert torch.equal(d2v.Data2VecVisionModel.from_pretrained(tmp_path / "new").embeddings.sincos_positions, table)
+    model.save_pretrained(tmp_path / "old")
+    weights = load_file(tmp_path / "old" / "model.safetensors")
+    del weights["embeddings.sincos_positions"]
+    save_file(weights, tmp_path / "old" / "model.safetensors", metadata={"format": "pt"})
+    old = d2v.Data2VecVisionModel.from_pretrained(tmp_path / "old")
+    assert torch.equal(old.embeddings.sincos_positions[0], sincos_2d((4, 4), 32))
+    with torch.no_grad():
+        wider = old.embeddings.tokens(torch.zeros(1, 3, 24, 24)).hidden_states  # a 6x6 grid: the closed form
+    patches = old.embeddings.patch_embedding(torch.zeros(1, 3, 24, 24)).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(wider - patches, sincos_2d((6, 6), 32)[None])

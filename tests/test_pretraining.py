@@ -422,3 +422,33 @@ def test_collapse_check_reads_each_variance_against_its_own_threshold():
     assert out.target_var > c.min_target_var and out.pred_var < c.min_pred_var
     with pytest.raises(d2v.Data2VecCollapseError, match="pred_var .* < min_pred_var"):
         model.check_collapse(out.target_var, out.pred_var)
+
+
+@pytest.mark.parametrize("algorithm", ["data2vec", "data2vec2"])
+def test_a_checkpoints_own_teacher_is_loaded_and_takes_the_continued_runs_ema_schedule(tmp_path, algorithm):
+    """A folder with teacher.safetensors (a converted fairseq checkpoint's `_ema`) gives a pretraining model whose
+    teacher holds those weights, not a copy of the student; the teacher is built after config updates, so a continued
+    run's EMA schedule applies; `reset_teacher` goes back to a copy of the student."""
+    torch.manual_seed(0)
+    model = d2v.Data2VecForPreTraining(tiny_config("audio", algorithm=algorithm))
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        for p in model.teacher.parameters():
+            p.add_(torch.randn_like(p))
+    model.teacher.save(tmp_path / "teacher.safetensors")
+    expected = {k: v.clone() for k, v in model.teacher.model.state_dict().items()}
+
+    reloaded = AutoModelForPreTraining.from_pretrained(tmp_path)
+    reloaded.config.ema_decay, reloaded.config.ema_anneal_end_step = 0.5, 7  # a continued run's schedule
+    got = reloaded.teacher.model.state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+    assert reloaded.teacher.decay == 0.5 and reloaded.teacher.anneal_end_step == 7
+    student = dict(reloaded._ema_source().named_parameters())
+    assert any(not torch.equal(student[k], v) for k, v in reloaded.teacher.model.named_parameters())
+    reloaded.reset_teacher()
+    assert all(torch.equal(p, student[k]) for k, p in reloaded.teacher.model.named_parameters())
+    plain = tmp_path / "plain"
+    model.save_pretrained(plain)  # no teacher file: the teacher is a copy of the student
+    fresh = AutoModelForPreTraining.from_pretrained(plain)
+    assert all(torch.equal(p, dict(fresh._ema_source().named_parameters())[k])
+               for k, p in fresh.teacher.model.named_parameters())

@@ -2,7 +2,10 @@
 a resume with other schedule flags is refused, and 0 is not "unset"."""
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -11,7 +14,7 @@ import torch
 from modeling_data2vec_unified.trainer import PretrainingArguments, cli, parse_duration
 
 from test_trainer import make_trainer, weights
-from test_trainer_cli import resume_equals_uninterrupted, run_cli
+from test_trainer_cli import ROOT, resume_equals_uninterrupted, run_cli
 
 
 def test_a_fresh_run_refuses_another_runs_checkpoints_or_overwrites_them(tmp_path):
@@ -168,3 +171,49 @@ def test_a_validation_split_reports_the_loss_without_changing_training(tmp_path)
     assert often.log_history[-1]["eval_loss"] == often.log_history[-2]["eval_loss"]  # the same masks each time
     with pytest.raises(ValueError, match="--validation_split_percentage must be in"):
         PretrainingArguments(validation_split_percentage=100).resolve()
+
+
+def test_log_lines_do_not_land_on_the_progress_bar(tmp_path):
+    """With the live progress bar on, every log line of the run starts a line of its own (written above the bar),
+    never after the bar's text: each '\\r'-separated piece of stderr that holds a log record starts with its time."""
+    argv = [sys.executable, "-m", "modeling_data2vec_unified.trainer", "--output_dir", str(tmp_path), "--max_steps",
+            "6", "--save_steps", "3", "--logging_steps", "2", "--max_examples", "64", "--per_device_train_batch_size",
+            "16", "--no_probe", "--report_to", "none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    stderr = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=True).stderr
+    assert "data2vec: 100%" in stderr  # the bar was live
+    records = [piece for line in stderr.split("\n") for piece in line.split("\r")
+               if "modeling_data2vec_unified.trainer:" in piece]
+    assert sum("saved " in r for r in records) == 2 and sum(" step " in r for r in records) == 3
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING) ", r) for r in records), records
+
+
+def test_a_datasets_own_validation_split_is_prepared_like_the_training_data(tmp_path):
+    """Issue 13, item 12: --validation_split names the dataset's own held-out split (here a folder's valid.txt beside
+    train.txt), tokenized with the tokenizer trained on the training split; --max_eval_examples caps it."""
+    from modeling_data2vec_unified.trainer import Data2VecPretrainer
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "train.txt").write_text("".join(f"the train line {i} says alpha beta\n" for i in range(40)))
+    (texts / "valid.txt").write_text("".join(f"a held-out line {i} says gamma delta\n" for i in range(40)))
+    args = PretrainingArguments(modality="text", dataset=str(texts), validation_split="validation", max_eval_examples=3,
+                                output_dir=str(tmp_path / "out"), max_steps=2, eval_steps=1, logging_steps=1,
+                                per_device_train_batch_size=4, max_seq_length=16, tokenizer_vocab_size=300,
+                                report_to="none", disable_tqdm=True, probe=False)
+    trainer = Data2VecPretrainer(args)
+    held = "".join(trainer.data.processor.decode(trainer.validation[i]["input_ids"]) for i in range(3))
+    trained = "".join(trainer.data.processor.decode(e["input_ids"]) for e in trainer.data.train)
+    assert len(trainer.validation) == 3 and "gamma" in held and "alpha" not in held
+    assert "alpha" in trained and "gamma" not in trained
+    assert "; validation 3 (split validation, eval_loss every 1 steps)" in trainer.summary()
+    trainer.train()
+    assert [h["step"] for h in trainer.log_history if "eval_loss" in h] == [1, 2]
+    for bad, message in (
+        (dict(validation_split="validation", validation_split_percentage=10), "not both"),
+        (dict(validation_split="validation", dataset="builtin"), "the built-in data has no splits"),
+        (dict(validation_split="train", dataset=str(texts)), "is the training split"),
+        (dict(max_eval_examples=0), "--max_eval_examples must be >= 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            PretrainingArguments(**bad).resolve()

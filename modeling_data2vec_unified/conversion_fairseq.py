@@ -1,0 +1,602 @@
+"""Converting Meta's released data2vec checkpoints (fairseq `.pt` files, data2vec_vision's BEiT `.pth`) into this
+package's models, without fairseq.
+
+A conversion reads the checkpoint safely (`load_checkpoint`: `torch.load(weights_only=True)` with only the types
+those files hold allowed), tells its kind from what it holds (`checkpoint_kind`), rebuilds the architecture from the
+checkpoint's own stored config (never a yaml's), and maps every tensor by a rename table whose rules each say why
+(`RenameTable`). A key no rule knows is an error naming it; a tensor with no place in our models (an optimizer-side
+buffer, a pretraining-only head) is dropped only by a rule that says why. The EMA teacher (`_ema`, `model_ema`)
+becomes the converted model's teacher (`teacher.safetensors`), so continued pretraining starts from Meta's teacher.
+
+The layouts, config fields and quirks, with citations into the fairseq / data2vec_vision sources: docs/checkpoints.md.
+`data2vec-convert` (conversion_cli) calls `convert_fairseq_checkpoint`; the tests compare the converted models with
+an independent reference forward written from the fairseq module definitions (tests/fairseq_reference.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import pickle
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .configuration_data2vec import Data2VecConfig
+
+logger = logging.getLogger(__name__)
+
+
+# ---- safe loading ---------------------------------------------------------------------------------------------
+
+
+def _safe_globals() -> list:
+    """What the released checkpoints hold beyond torch's default `weights_only` allow-list (tensors, dicts,
+    OrderedDict, lists, tuples, str / int / float / bool / None): BEiT's `args` (an argparse.Namespace, whose
+    unpickling only sets attributes) and numpy scalars that fairseq's meters may leave in `extra_state`."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    allowed = [argparse.Namespace, np.dtype, scalar, (scalar, "numpy.core.multiarray.scalar")]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25 pickles a dtype's class too
+    if dtypes is not None:
+        allowed += [dtypes.Float64DType, dtypes.Float32DType, dtypes.Int64DType]
+    return allowed
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's contents, unpickled with `weights_only=True` and only `_safe_globals()` allowed: a file that
+    needs anything else (arbitrary code on unpickling) is refused, naming the type."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file {path} (resolved to {path.expanduser().resolve()})")
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):
+            raise ValueError(f"{path} is not a readable PyTorch checkpoint ({str(error).splitlines()[-1]})") from error
+        allowed = {f"{t.__module__}.{t.__qualname__}" if not isinstance(t, tuple) else t[1] for t in _safe_globals()}
+        try:  # the full names, read from the pickle without running it
+            names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path) if n not in allowed]
+        except Exception:
+            names = re.findall(r"GLOBAL ([\w.]+)", str(error))
+        what = f"the type(s) {', '.join(names)}" if names else "a type outside the allow-list"
+        raise ValueError(
+            f"{path} needs {what} to be unpickled, which a data2vec checkpoint does not hold: refusing to run "
+            f"arbitrary code from a pickle. If you trust the file, load it with torch.load(..., weights_only=False) "
+            f"and pass the resulting dict to convert_fairseq_checkpoint"
+        ) from error
+    except (RuntimeError, EOFError) as error:  # truncated / not a torch file
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    return checkpoint
+
+
+# ---- what a checkpoint is -----------------------------------------------------------------------------------
+
+KINDS = {  # kind: what it is
+    "d2v2_vision": "data2vec 2.0 image model (base/large/huge_imagenet.pt)",
+    "d2v2_vision_ft": "data2vec 2.0 image classifier (*_imagenet_ft.pt)",
+    "d2v2_audio": "data2vec 2.0 speech model (base_libri.pt, large_vox.pt)",
+    "d2v2_audio_ctc": "data2vec 2.0 speech recogniser, CTC (*_960h.pt)",
+    "d2v2_text": "data2vec 2.0 text model (nlp_base.pt)",
+    "d2v1_audio": "data2vec 1.0 speech model (audio_base_ls.pt, vox_pretrained.pt)",
+    "d2v1_audio_ctc": "data2vec 1.0 speech recogniser, CTC (audio_base_ls_*.pt, vox_*.pt fine-tunes)",
+    "d2v1_text": "data2vec 1.0 text model (nlp_base.pt)",
+    "beit_vision": "data2vec 1.0 image model from data2vec_vision (checkpoint-799.pth)",
+}
+
+
+def _model_cfg(checkpoint: dict) -> dict | None:
+    cfg = checkpoint.get("cfg")
+    return cfg.get("model") if isinstance(cfg, dict) and isinstance(cfg.get("model"), dict) else None
+
+
+def checkpoint_kind(checkpoint: dict) -> str:
+    """The kind (a key of `KINDS`) of a loaded checkpoint, from its stored config and keys; a checkpoint of another
+    kind is refused naming what was found."""
+    model_cfg = _model_cfg(checkpoint)
+    if model_cfg is not None:
+        name = model_cfg.get("_name")
+        if name == "data2vec_multi":
+            return {"IMAGE": "d2v2_vision", "AUDIO": "d2v2_audio", "TEXT": "d2v2_text"}[_d2v2_modality(checkpoint)]
+        if name == "mae_image_classification":
+            inner = (model_cfg.get("pretrained_model_args") or {}).get("model", {}).get("_name")
+            if inner != "data2vec_multi":
+                raise ValueError(f"an image classifier fine-tuned from a {inner!r} model, not data2vec 2.0: only "
+                                 "data2vec fine-tunes convert")
+            return "d2v2_vision_ft"
+        if name == "wav2vec_ctc":
+            inner = (model_cfg.get("w2v_args") or {}).get("model", {}).get("_name")
+            kinds = {"data2vec_multi": "d2v2_audio_ctc", "data2vec_audio": "d2v1_audio_ctc"}
+            if inner not in kinds:
+                raise ValueError(f"a CTC fine-tune of a {inner!r} model (e.g. wav2vec 2.0), not of data2vec: load it "
+                                 "with transformers' wav2vec2 conversion instead")
+            return kinds[inner]
+        if name in ("data2vec_audio", "data2vec_text"):
+            return {"data2vec_audio": "d2v1_audio", "data2vec_text": "d2v1_text"}[name]
+        raise ValueError(f"a fairseq {name!r} model, not a data2vec one: convertible are {', '.join(KINDS.values())}")
+    model = checkpoint.get("model")
+    if isinstance(model, dict) and "cls_token" in model and "patch_embed.proj.weight" in model:
+        if "rel_pos_bias.relative_position_bias_table" not in model:
+            raise ValueError("a BEiT-style checkpoint without a shared relative position bias: data2vec_vision's "
+                             "pretrained checkpoints have one (--rel_pos_bias); this one is not one of them")
+        return "beit_vision"
+    if "module" in checkpoint:
+        raise ValueError("a DeepSpeed checkpoint (weights under 'module'), e.g. data2vec_vision's fine-tuned "
+                         "mp_rank_00_model_states.pt: not supported; convert the pretrained checkpoint-799.pth and "
+                         "fine-tune it here")
+    raise ValueError(f"not a data2vec checkpoint: top-level keys {sorted(checkpoint)[:8]}; convertible are "
+                     f"{', '.join(KINDS.values())}")
+
+
+def _d2v2_modality(checkpoint: dict) -> str:
+    model_cfg = _model_cfg(checkpoint)
+    modality = model_cfg.get("supported_modality")
+    if modality in ("IMAGE", "AUDIO", "TEXT"):
+        return modality
+    found = {k.split(".")[1] for k in checkpoint.get("model", {}) if k.startswith("modality_encoders.")}
+    if len(found) != 1:
+        raise ValueError(f"a data2vec 2.0 checkpoint with modality encoders {sorted(found)}: one of IMAGE / AUDIO / "
+                         "TEXT was expected")
+    return found.pop()
+
+
+# ---- renaming -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rule:
+    """fairseq key pattern (a full-match regex) -> our key (a `re` replacement; None: dropped), and why."""
+
+    pattern: str
+    target: str | Callable[[re.Match], str] | None
+    why: str
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+@dataclass
+class RenameTable:
+    rules: list[Rule]
+
+    def apply(self, state: dict[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """(our keys -> fp32 tensors, dropped fairseq keys -> why). Every key must match exactly one rule."""
+        compiled = [(re.compile(r.pattern), r) for r in self.rules]
+        mapped, dropped, unknown = {}, {}, []
+        for key, value in state.items():
+            hits = [(p, r) for p, r in compiled if p.fullmatch(key)]
+            if not hits:
+                unknown.append(key)
+                continue
+            if len(hits) > 1:
+                raise RuntimeError(f"{source}: {key} matches {len(hits)} rename rules: "
+                                   + "; ".join(r.pattern for _, r in hits))
+            pattern, rule = hits[0]
+            if rule.target is None:
+                dropped[key] = rule.why
+                continue
+            new = pattern.sub(rule.target, key)  # target: a replacement string or a function of the match
+            if new in mapped:
+                raise RuntimeError(f"{source}: two keys map to {new}")
+            tensor = value.float() if value.is_floating_point() else value
+            mapped[new] = rule.transform(tensor) if rule.transform else tensor
+        if unknown:
+            raise ValueError(f"{source}: {len(unknown)} tensor(s) this converter does not know, e.g. "
+                             f"{', '.join(unknown[:5])}: nothing is dropped silently; the checkpoint has a layout "
+                             "this version cannot map (please report it with the key names)")
+        return mapped, dropped
+
+
+def _sub_state(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _tensors(state: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict; nested dicts (`_ema`) are left to their own table."""
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+# ---- the result -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConvertedCheckpoint:
+    """A converted checkpoint: the config, the weights of `model_class` (our key names, fp32), the teacher's weights
+    (keys of `Data2VecForPreTraining.teacher.model`) where the checkpoint has a teacher, and what was dropped."""
+
+    kind: str
+    config: Data2VecConfig
+    model_class: str  # a class name of this package
+    state_dict: dict[str, torch.Tensor]
+    teacher: dict[str, torch.Tensor] | None = None
+    dropped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what a user should know about this conversion
+    # how the checkpoint's recipe prepared inputs, where it says (images: image_mean / image_std)
+    processor_settings: dict = field(default_factory=dict)
+
+    def build(self):
+        """The model with the converted weights (every parameter and buffer loaded: strict), teacher included."""
+        import modeling_data2vec_unified as d2v
+
+        model = getattr(d2v, self.model_class)(self.config)
+        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"{self.kind}: the converted weights do not fit {self.model_class}: missing "
+                               f"{missing[:5]}, unexpected {unexpected[:5]}")
+        model.eval()
+        if self.teacher is not None:
+            teacher = model.teacher
+            missing, unexpected = teacher.model.load_state_dict(self.teacher, strict=False)
+            if missing or unexpected:
+                raise RuntimeError(f"{self.kind}: the converted teacher does not fit: missing {missing[:5]}, "
+                                   f"unexpected {unexpected[:5]}")
+        return model
+
+
+# ---- configs ------------------------------------------------------------------------------------------------------
+
+
+def parse_conv_spec(spec: str) -> list[tuple[int, int, int]]:
+    """fairseq's conv feature encoder spec, e.g. "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2", evaluated
+    without `eval`: lists of int tuples joined by + and repeated by *."""
+
+    def value(node):
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [value(e) for e in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = value(node.left), value(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(f"unsupported conv spec {spec!r}: expected lists of (dim, kernel, stride) joined by + / *")
+
+    layers = value(ast.parse(spec, mode="eval"))
+    if not (isinstance(layers, list) and all(isinstance(t, tuple) and len(t) == 3 for t in layers)):
+        raise ValueError(f"unsupported conv spec {spec!r}: expected a list of (dim, kernel, stride)")
+    return layers
+
+
+def _conv_fields(spec: str, conv_bias: bool) -> dict:
+    layers = parse_conv_spec(spec)
+    return dict(conv_dim=tuple(d for d, _, _ in layers), conv_kernel=tuple(k for _, k, _ in layers),
+                conv_stride=tuple(s for _, _, s in layers), conv_bias=conv_bias)
+
+
+def _target_norms(cfg: dict) -> dict:
+    """data2vec's target normalisation flags -> ours (instance norm wins where both are set, as fairseq checks it
+    first)."""
+    per_layer = ("instance" if cfg.get("instance_norm_target_layer") else
+                 "layer" if cfg.get("layer_norm_target_layer") else "none")
+    final = ("instance" if cfg.get("instance_norm_targets") else
+             "layer" if cfg.get("layer_norm_targets") else "none")
+    return dict(target_layer_norm=per_layer, target_final_norm=final)
+
+
+def _unsupported(kind: str, what: str) -> ValueError:
+    return ValueError(f"{KINDS[kind]}: {what}, which this package's models do not implement; nothing converted")
+
+
+# ---- the registry -----------------------------------------------------------------------------------------------
+
+# kind -> function(checkpoint dict) -> ConvertedCheckpoint; filled by the modules that know each layout
+CONVERTERS: dict[str, Callable[[dict], ConvertedCheckpoint]] = {}
+
+
+def converter(kind: str):
+    def register(function):
+        CONVERTERS[kind] = function
+        return function
+
+    return register
+
+
+def convert_fairseq_checkpoint(checkpoint: str | Path | dict) -> ConvertedCheckpoint:
+    """A released data2vec checkpoint (a path, or the dict `torch.load` gave) converted: see `ConvertedCheckpoint`."""
+    from . import conversion_fairseq_v1  # noqa: F401  (registers the data2vec 1.0 and data2vec_vision converters)
+
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_checkpoint(checkpoint)
+    kind = checkpoint_kind(checkpoint)
+    if kind not in CONVERTERS:
+        raise ValueError(f"{KINDS[kind]}: recognised, but this version cannot convert it yet")
+    converted = CONVERTERS[kind](checkpoint)
+    logger.info("%s: %d tensors mapped, %d dropped (%s)%s", KINDS[kind], len(converted.state_dict),
+                len(converted.dropped), "; ".join(sorted(set(converted.dropped.values())))[:300],
+                ", with its EMA teacher" if converted.teacher is not None else "")
+    return converted
+
+
+# ---- data2vec 2.0 (fairseq examples/data2vec/models/data2vec2.py, `data2vec_multi`) ---------------------------------
+
+D2V2_MODALITY = {"IMAGE": "vision", "AUDIO": "audio", "TEXT": "text"}
+
+
+def _block_rules(source: str, target: str, offset: int = 0) -> list[Rule]:
+    """fairseq's AltBlock (post-LN: norm1(x + attn(x)), norm2(x + mlp(x)); one fused qkv) -> our encoder layer."""
+    names = {"norm1": "norm1", "attn.qkv": "attention.qkv", "attn.proj": "attention.out_proj", "norm2": "norm2",
+             "mlp.fc1": "fc1", "mlp.fc2": "fc2"}
+    alternatives = "|".join(re.escape(n) for n in names)
+
+    def rename(match: re.Match) -> str:
+        return f"{target}{int(match.group(1)) + offset}.{names[match.group(2)]}.{match.group(3)}"
+
+    why = "AltBlock" + (f" (prenet blocks first: main block i is our layer {offset} + i)" if offset else "")
+    return [Rule(rf"{re.escape(source)}(\d+)\.({alternatives})\.(weight|bias)", rename, why)]
+
+
+def _d2v2_config(kind: str, model_cfg: dict, state: dict, prefix: str) -> tuple[Data2VecConfig, int]:
+    """Our config from a `data2vec_multi` model cfg (and the weights' shapes where the cfg is silent); returns it with
+    the prenet depth (blocks of the modality's context encoder, run before the main blocks)."""
+    name = model_cfg["supported_modality"] if model_cfg.get("supported_modality") in D2V2_MODALITY else None
+    name = name or _d2v2_modality({"cfg": {"model": model_cfg}, "model": state})
+    modality = D2V2_MODALITY[name]
+    m = model_cfg["modalities"][name.lower()]
+    if model_cfg.get("layer_norm_first"):
+        raise _unsupported(kind, "pre-LN blocks (layer_norm_first: true; the released models are post-LN)")
+    prenet = int(m.get("prenet_depth") or 0)
+    D = int(model_cfg["embed_dim"])
+    decoder = m.get("decoder") or {}
+    if decoder.get("add_positions_masked") or decoder.get("add_positions_all"):
+        raise _unsupported(kind, "decoder positions (decoder.add_positions_*)")
+    if model_cfg.get("shared_decoder"):
+        raise _unsupported(kind, "a shared decoder")
+    projection_layers = int(decoder.get("projection_layers") or 1)
+    if projection_layers > 2 or (projection_layers == 2 and float(decoder.get("projection_ratio", 2.0)) != 2.0):
+        raise _unsupported(kind, f"a decoder projection of {projection_layers} layers, ratio "
+                                 f"{decoder.get('projection_ratio')} (ours: 1, or 2 with ratio 2)")
+    fields = dict(
+        modality=modality, algorithm="data2vec2", hidden_size=D, num_hidden_layers=prenet + int(model_cfg["depth"]),
+        num_attention_heads=int(model_cfg["num_heads"]), intermediate_size=int(D * float(model_cfg["mlp_ratio"])),
+        layer_norm_eps=float(model_cfg["norm_eps"]), layer_norm_position="post",
+        hidden_dropout_prob=float(model_cfg.get("encoder_dropout") or 0.0),
+        attention_probs_dropout_prob=float(model_cfg.get("attention_dropout") or 0.0),
+        activation_dropout=float(model_cfg.get("activation_dropout") or 0.0),
+        layerdrop=float(model_cfg.get("layerdrop") or 0.0),
+        drop_path_rate=float(model_cfg.get("end_drop_path_rate") or 0.0),
+        # audio's context-encoder norm is our front end's LayerNorm after the positional conv
+        pre_block_layer_norm=modality != "audio" and f"{prefix}context_encoder.norm.weight" in state,
+        average_top_k_layers=int(model_cfg["average_top_k_layers"]),
+        target_layer_output="block" if model_cfg.get("end_of_block_targets") else "ffn", **_target_norms(model_cfg),
+        loss_beta=float(model_cfg.get("loss_beta") or 0.0),
+        loss_scale=None if model_cfg.get("loss_scale") is None else float(model_cfg["loss_scale"]),
+        teacher_scope=("encoder" if model_cfg.get("ema_encoder_only") else
+                       "model" if m.get("ema_local_encoder") else "model_except_feature_encoder"),
+        ema_decay=float(model_cfg["ema_decay"]), ema_end_decay=float(model_cfg["ema_end_decay"]),
+        ema_anneal_end_step=int(model_cfg["ema_anneal_end_step"]), clone_batch=int(model_cfg["clone_batch"]),
+        mask_prob=float(m["mask_prob"]), mask_length=int(m["mask_length"]),
+        mask_prob_adjust=float(m.get("mask_prob_adjust") or 0.0), mask_noise_std=float(m.get("mask_noise_std", 0.01)),
+        decoder_layers=int(decoder["decoder_layers"]), decoder_dim=int(decoder["decoder_dim"]),
+        decoder_kernel=int(decoder["decoder_kernel"]), decoder_groups=int(decoder["decoder_groups"]),
+        decoder_residual=bool(decoder.get("decoder_residual", True)),
+        decoder_input_dropout=float(decoder.get("input_dropout") or 0.0), head_layers=projection_layers,
+        cls_loss_weight=float(model_cfg.get("cls_loss") or 0.0),
+    )
+    if fields["teacher_scope"] == "model_except_feature_encoder" and modality != "audio":
+        fields["teacher_scope"] = "model"  # only audio has a feature encoder to share
+    if modality == "vision":
+        if f"{prefix}local_encoder.0.proj.weight" in state:
+            raise _unsupported(kind, "a patch embedding wider or narrower than the encoder (modalities.image.embed_dim)")
+        if not m.get("fixed_positions", True) or int(m.get("num_extra_tokens", 1)) != 1:
+            raise _unsupported(kind, "learned image positions or other than one CLS token")
+        patch = state[f"{prefix}local_encoder.proj.weight"]
+        fields.update(image_size=int(m["input_size"]), patch_size=int(patch.shape[-1]), num_channels=int(patch.shape[1]),
+                      position_embedding_type="sincos", use_absolute_position_embeddings=False,
+                      mask_type="inverse_block" if m.get("inverse_mask") else "random")
+    elif modality == "audio":
+        if m.get("extractor_mode", "layer_norm") != "layer_norm" or m.get("conv_pos_pre_ln"):
+            raise _unsupported(kind, "a conv feature encoder in group-norm mode or a pre-LN positional conv")
+        if not m.get("use_alibi_encoder") or m.get("learned_alibi_scale_per_layer"):
+            raise _unsupported(kind, "audio without ALiBi, or with one ALiBi scale per layer")
+        depth, width = int(m["conv_pos_depth"]), int(m["conv_pos_width"])
+        conv_bias = f"{prefix}local_encoder.conv_layers.0.0.bias" in state
+        fields.update(**_conv_fields(m["feature_encoder_spec"], conv_bias), num_conv_pos_embeddings=depth,
+                      conv_pos_kernel_size=max(3, width // depth), num_conv_pos_embedding_groups=int(m["conv_pos_groups"]),
+                      relative_position_bias="alibi", pos_conv_zero_padding=False,
+                      mask_type="block" if not m.get("inverse_mask") else "random")
+    else:
+        if int(m.get("max_source_positions", 512)) + 2 != state[f"{prefix}local_encoder.embed_positions.weight"].shape[0]:
+            raise _unsupported(kind, "positions other than fairseq's learned ones offset by the padding index")
+        if not m.get("no_scale_embedding", True) or not m.get("layernorm_embedding", True):
+            raise _unsupported(kind, "scaled token embeddings or no embedding LayerNorm")
+        tokens = state[f"{prefix}local_encoder.embed_tokens.weight"]
+        fields.update(vocab_size=int(tokens.shape[0]), max_position_embeddings=int(m["max_source_positions"]) + 2,
+                      type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2, mask_type="random")
+    return Data2VecConfig(**fields), prenet
+
+
+def _d2v2_student_rules(modality: str, prefix: str, prenet: int, ours: str) -> list[Rule]:
+    """fairseq `data2vec_multi` student -> our model under `ours` ("data2vec." in a pretraining model)."""
+    p, e = re.escape(prefix), ours + "embeddings."
+    rules = _block_rules(f"{prefix}context_encoder.blocks.", f"{ours}encoder.layers.")
+    rules += _block_rules("blocks.", f"{ours}encoder.layers.", offset=prenet)
+    if modality == "vision":
+        rules += [
+            Rule(rf"{p}extra_tokens", e + "cls_token", "the CLS token (num_extra_tokens 1), prepended after positions"),
+            Rule(rf"{p}local_encoder\.proj\.(weight|bias)", e + r"patch_embedding.\1", "timm PatchEmbed conv"),
+            Rule(rf"{p}fixed_positional_encoder\.positions", e + "sincos_positions",
+                 "the fixed 2-D sin-cos table as stored (fp16-rounded; checked to be MAE's table)"),
+            Rule(rf"{p}context_encoder\.norm\.(weight|bias)", ours + r"encoder.layer_norm.\1",
+                 "the context encoder's LayerNorm before the first block (pre_block_layer_norm)"),
+        ]
+    elif modality == "audio":
+        rules += [
+            Rule(rf"{p}alibi_scale", ours + "encoder.alibi.scale", "the learned ALiBi scale, one per head, shared "
+                 "by the layers: (1, 1, H, 1, 1) or the old (1, H, 1, 1) -> (H,)", transform=lambda t: t.reshape(-1)),
+            Rule(rf"{p}local_encoder\.conv_layers\.(\d+)\.0\.(weight|bias)", e + r"feature_extractor.\1.conv.\2",
+                 "conv feature encoder: Sequential(conv, dropout, Sequential(TransposeLast, LayerNorm, ...), GELU)"),
+            Rule(rf"{p}local_encoder\.conv_layers\.(\d+)\.2\.1\.(weight|bias)", e + r"feature_extractor.\1.layer_norm.\2",
+                 "its per-layer LayerNorm over channels (extractor_mode layer_norm)"),
+            Rule(rf"{p}project_features\.1\.(weight|bias)", e + r"feature_layer_norm.\1",
+                 "project_features = TransposeLast, LayerNorm, Linear"),
+            Rule(rf"{p}project_features\.2\.(weight|bias)", e + r"feature_projection.\1", "its Linear"),
+            Rule(rf"{p}relative_positional_encoder\.(\d+)\.0\.(weight|bias)",
+                 lambda m: f"{e}pos_conv.{int(m.group(1)) - 1}.conv.{m.group(2)}",
+                 "positional conv layers, after a leading TransposeLast (index 0)"),
+            Rule(rf"{p}context_encoder\.norm\.(weight|bias)", e + r"layer_norm.\1",
+                 "the LayerNorm after the positional conv, before the first block"),
+            Rule(rf"{p}encoder_mask", None, "a parameter of Meta's internal branch; fairseq deletes it on load"),
+        ]
+    else:
+        rules += [
+            Rule(rf"{p}local_encoder\.embed_tokens\.weight", e + "word_embeddings.weight", "token embeddings (no "
+                 "scaling: no_scale_embedding)"),
+            Rule(rf"{p}local_encoder\.embed_positions\.weight", e + "position_embeddings.weight",
+                 "learned positions from padding_idx + 1, as RoBERTa's"),
+            Rule(rf"{p}local_encoder\.layernorm_embedding\.(weight|bias)", e + r"layer_norm.\1", "embedding LayerNorm"),
+            Rule(rf"{p}context_encoder\.norm\.(weight|bias)", ours + r"encoder.layer_norm.\1",
+                 "a LayerNorm before the first block (text with prenet blocks)"),
+        ]
+    return rules
+
+
+def _d2v2_decoder_rules(prefix: str) -> list[Rule]:
+    p = re.escape(prefix)
+    return [
+        Rule(rf"{p}decoder\.blocks\.(\d+)\.0\.(weight|bias)", r"decoder.layers.\1.conv.\2",
+             "Decoder1d / Decoder2d block: conv, (SamePad,) LayerNorm without affine, GELU"),
+        Rule(rf"{p}decoder\.proj\.(weight|bias)", r"decoder.proj.proj.\1", "the decoder's projection to targets"),
+        Rule(rf"{p}decoder\.proj\.0\.(weight|bias)", r"decoder.proj.dense.\1", "2-layer projection: Linear(d, 2d)"),
+        Rule(rf"{p}decoder\.proj\.2\.(weight|bias)", r"decoder.proj.proj.\1", "then GELU, Linear(2d, D)"),
+    ]
+
+
+def _check_sincos(state: dict, prefix: str, config: Data2VecConfig, kind: str) -> None:
+    """The stored fixed positions must be the sin-cos table our model computes (stored in fp16: ~5e-4 apart)."""
+    from .modeling_data2vec import sincos_2d
+
+    stored = state.get(f"{prefix}fixed_positional_encoder.positions")
+    if stored is None:
+        return
+    grid = config.patch_grid
+    expected = sincos_2d(grid, config.hidden_size)
+    if tuple(stored.shape[-2:]) != tuple(expected.shape) or (stored.float()[0] - expected).abs().max() > 2e-3:
+        raise _unsupported(kind, "fixed image positions that are not MAE's 2-D sin-cos table")
+
+
+@converter("d2v2_vision")
+@converter("d2v2_audio")
+@converter("d2v2_text")
+def _convert_d2v2(checkpoint: dict) -> ConvertedCheckpoint:
+    """A pretrained data2vec 2.0 model -> Data2VecForPreTraining (student, decoder) + its EMA teacher."""
+    kind = checkpoint_kind(checkpoint)
+    model_cfg, state = _model_cfg(checkpoint), checkpoint["model"]
+    name = _d2v2_modality(checkpoint)
+    prefix = f"modality_encoders.{name}."
+    config, prenet = _d2v2_config(kind, model_cfg, state, prefix)
+    _check_sincos(state, prefix, config, kind)
+    table = RenameTable(_d2v2_student_rules(config.modality, prefix, prenet, "data2vec.") + _d2v2_decoder_rules(prefix)
+                        + [Rule(r"_ema", None, "the EMA teacher: converted on its own")])
+    mapped, dropped = table.apply({**_tensors(state), **({"_ema": torch.zeros(())} if "_ema" in state else {})},
+                                  KINDS[kind])
+    if config.modality == "text":  # fairseq has no token types: our single type's embedding is zero
+        mapped["data2vec.embeddings.token_type_embeddings.weight"] = torch.zeros(1, config.hidden_size)
+    converted = ConvertedCheckpoint(kind, config, "Data2VecForPreTraining", mapped, dropped=dropped)
+    if isinstance(state.get("_ema"), dict):
+        converted.teacher, teacher_dropped = _d2v2_teacher(state["_ema"], converted, prefix, prenet)
+        dropped.update({f"_ema.{k}": why for k, why in teacher_dropped.items()})
+    else:
+        converted.notes.append("no EMA teacher (_ema) in the checkpoint: the teacher starts as a copy of the student")
+    return converted
+
+
+def _d2v2_teacher(ema: dict, converted: ConvertedCheckpoint, prefix: str, prenet: int):
+    """fairseq's `_ema` (the EMA copy's fp32 parameters) -> our teacher's weights. Text (ema_encoder_only) holds the
+    blocks alone ("0.norm1.weight"); image the whole model but the decoder; audio also without the local encoder and
+    project_features, which the teacher takes from the student (ema_local_encoder false)."""
+    config = converted.config
+    scope = config.teacher_scope
+    if scope == "encoder":
+        rules = _block_rules("", "layers.", offset=prenet)
+        rules += _block_rules(f"{prefix}context_encoder.blocks.", "layers.")
+    else:
+        rules = _d2v2_student_rules(config.modality, prefix, prenet, "")
+    teacher, dropped = RenameTable(rules).apply(_tensors(ema), "the EMA teacher (_ema)")
+    # our teacher's own copy of what fairseq's teacher takes from the student (audio: project_features; and any
+    # weight the EMA copy does not hold): the student's weights, as fairseq's teacher sees them at this step
+    source = "data2vec.encoder." if scope == "encoder" else "data2vec."
+    shared = (["embeddings.feature_extractor."] if scope == "model_except_feature_encoder" else [])
+    filled = []
+    for key, value in converted.state_dict.items():
+        if key.startswith(source):
+            ours = key[len(source):]
+            if ours not in teacher and not any(ours.startswith(s) for s in shared):
+                teacher[ours] = value.clone()
+                filled.append(ours)
+    if filled:
+        converted.notes.append(f"the teacher takes {len(filled)} tensor(s) from the student, as fairseq's does "
+                               f"(not in _ema): {', '.join(sorted(filled)[:6])}")
+    return teacher, dropped
+
+
+def _finetuned_d2v2_config(kind: str, inner_cfg: dict, state: dict, prefix: str, overrides: dict):
+    """The pretrained model's config (stored inside the fine-tune's cfg), with the fine-tuning dropouts applied."""
+    model_cfg = dict(inner_cfg["model"])
+    for name in ("encoder_dropout", "attention_dropout", "activation_dropout", "layerdrop"):  # the fine-tune's
+        if overrides.get(name) is not None:
+            model_cfg[name] = overrides[name]
+    return _d2v2_config(kind, model_cfg, state, prefix)
+
+
+@converter("d2v2_vision_ft")
+def _convert_d2v2_image_classifier(checkpoint: dict) -> ConvertedCheckpoint:
+    """`mae_image_classification` on a data2vec 2.0 image model -> Data2VecForImageClassification: the mean of the
+    patch tokens (CLS excluded, prediction_mode MEAN_POOLING), fc_norm, head."""
+    kind, ft = "d2v2_vision_ft", _model_cfg(checkpoint)
+    if ft.get("prediction_mode", "MEAN_POOLING") != "MEAN_POOLING" or not ft.get("use_fc_norm", True):
+        raise _unsupported(kind, f"prediction_mode {ft.get('prediction_mode')} / use_fc_norm "
+                                 f"{ft.get('use_fc_norm')} (ours: MEAN_POOLING with fc_norm)")
+    state = _sub_state(checkpoint["model"], "model.")
+    prefix = "modality_encoders.IMAGE."
+    config, prenet = _finetuned_d2v2_config(kind, ft["pretrained_model_args"], state, prefix, ft)
+    _check_sincos(state, prefix, config, kind)
+    head = checkpoint["model"]["head.weight"]
+    config.num_labels = int(head.shape[0])
+    config.drop_path_rate = float(ft.get("drop_path_rate") or 0.0)
+    rules = [Rule(r"model\." + r.pattern, r.target, r.why, r.transform)
+             for r in _d2v2_student_rules("vision", prefix, prenet, "data2vec.")]
+    rules += [
+        Rule(r"fc_norm\.(weight|bias)", r"data2vec.pooler.layernorm.\1", "LayerNorm of the mean patch token"),
+        Rule(r"head\.(weight|bias)", r"classifier.\1", "the classification layer"),
+    ]
+    mapped, dropped = RenameTable(rules).apply(_tensors(checkpoint["model"]), KINDS[kind])
+    converted = ConvertedCheckpoint(kind, config, "Data2VecForImageClassification", mapped, dropped=dropped)
+    converted.notes.append(f"{config.num_labels} classes, named LABEL_0.. (fairseq stores no class names; ImageNet-1k "
+                           "fine-tunes use the standard class order)")
+    return converted
+
+
+@converter("d2v2_audio_ctc")
+def _convert_d2v2_ctc(checkpoint: dict) -> ConvertedCheckpoint:
+    """`wav2vec_ctc` on a data2vec 2.0 speech model -> Data2VecForCTC (w2v_encoder.proj -> lm_head; fairseq's CTC
+    blank is index 0 (<s>), which becomes our pad_token_id, the blank of Data2VecForCTC)."""
+    kind, ft = "d2v2_audio_ctc", _model_cfg(checkpoint)
+    prefix = "modality_encoders.AUDIO."
+    state = _sub_state(checkpoint["model"], "w2v_encoder.w2v_model.")
+    overrides = {"encoder_dropout": ft.get("dropout"), "attention_dropout": ft.get("attention_dropout"),
+                 "activation_dropout": ft.get("activation_dropout"), "layerdrop": ft.get("layerdrop")}
+    config, prenet = _finetuned_d2v2_config(kind, ft["w2v_args"], state, prefix, overrides)
+    proj = checkpoint["model"]["w2v_encoder.proj.weight"]
+    config.vocab_size, config.pad_token_id = int(proj.shape[0]), 0
+    config.final_dropout = float(ft.get("final_dropout") or 0.0)
+    config.ctc_zero_infinity = True
+    rules = [Rule(r"w2v_encoder\.w2v_model\." + r.pattern, r.target, r.why, r.transform)
+             for r in _d2v2_student_rules("audio", prefix, prenet, "data2vec.")]
+    rules.append(Rule(r"w2v_encoder\.proj\.(weight|bias)", r"lm_head.\1", "the CTC vocabulary projection"))
+    mapped, dropped = RenameTable(rules).apply(_tensors(checkpoint["model"]), KINDS[kind])
+    return ConvertedCheckpoint(kind, config, "Data2VecForCTC", mapped, dropped=dropped)
+
+
+__all__ = ["ConvertedCheckpoint", "KINDS", "checkpoint_kind", "convert_fairseq_checkpoint", "load_checkpoint",
+           "parse_conv_spec"]
