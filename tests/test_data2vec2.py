@@ -323,9 +323,10 @@ def test_teacher_runs_once_per_sample_and_the_student_on_visible_tokens(modality
         torch.testing.assert_close(teacher_in[0], front.hidden_states, atol=1e-6, rtol=1e-5)
         # row b * C + k of the student holds copy k of sample b: its visible tokens, in order
         tokens = model.data2vec.embed(batch).hidden_states  # (B, P, D) once per sample
-        if modality == "audio":  # masked frames zeroed, the positional conv over the full length, LayerNorm
-            fe = model.data2vec.embeddings
-            x = tokens[:, None] * (~mask[..., None]) * real[:, None, :, None]
+        if modality == "audio":  # masked frames zeroed (padded ones are not: fairseq's 2.0 audio encoder), the
+            fe = model.data2vec.embeddings  # positional conv over the full length, LayerNorm
+            assert not c.pos_conv_zero_padding
+            x = tokens[:, None] * (~mask[..., None])
             x = x.flatten(0, 1)
             tokens = fe.layer_norm(x + fe.pos_conv(x.transpose(1, 2)).transpose(1, 2)).view(B, C, P, -1)
         else:
