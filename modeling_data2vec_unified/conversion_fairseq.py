@@ -200,8 +200,14 @@ def _sub_state(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _tensors(state: dict) -> dict[str, torch.Tensor]:
-    """The tensors of a state dict; nested dicts (`_ema`) are left to their own table."""
+def _tensors(state: dict, nested: tuple[str, ...] = ("_ema",)) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict; the `nested` dicts (the EMA teacher) are left to their own table, and anything
+    else is an error naming it (nothing is skipped silently)."""
+    other = [k for k, v in state.items() if not isinstance(v, torch.Tensor) and k not in nested]
+    if other:
+        raise ValueError(f"entries that are not tensors in the model's state: {', '.join(other[:5])} (types "
+                         f"{', '.join(sorted({type(state[k]).__name__ for k in other}))}): a layout this version "
+                         "cannot map (please report it)")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
@@ -496,10 +502,10 @@ def _convert_d2v2(checkpoint: dict) -> ConvertedCheckpoint:
     prefix = f"modality_encoders.{name}."
     config, prenet = _d2v2_config(kind, model_cfg, state, prefix)
     _check_sincos(state, prefix, config, kind)
-    table = RenameTable(_d2v2_student_rules(config.modality, prefix, prenet, "data2vec.") + _d2v2_decoder_rules(prefix)
-                        + [Rule(r"_ema", None, "the EMA teacher: converted on its own")])
-    mapped, dropped = table.apply({**_tensors(state), **({"_ema": torch.zeros(())} if "_ema" in state else {})},
-                                  KINDS[kind])
+    table = RenameTable(_d2v2_student_rules(config.modality, prefix, prenet, "data2vec.") + _d2v2_decoder_rules(prefix))
+    mapped, dropped = table.apply(_tensors(state), KINDS[kind])
+    if "_ema" in state:
+        dropped["_ema"] = "the EMA teacher: converted on its own"
     if config.modality == "text":  # fairseq has no token types: our single type's embedding is zero
         mapped["data2vec.embeddings.token_type_embeddings.weight"] = torch.zeros(1, config.hidden_size)
     converted = ConvertedCheckpoint(kind, config, "Data2VecForPreTraining", mapped, dropped=dropped)

@@ -121,6 +121,10 @@ def test_every_key_is_mapped_or_dropped_with_a_reason_and_an_unknown_one_is_an_e
     with pytest.raises(ValueError, match=r"1 tensor\(s\) this converter does not know, e\.g\. "
                                          r"modality_encoders\.IMAGE\.some_new_thing\.weight"):
         convert_fairseq_checkpoint(checkpoint)
+    del checkpoint["model"]["modality_encoders.IMAGE.some_new_thing.weight"]
+    checkpoint["model"]["modality_encoders.IMAGE.some_count"] = 3
+    with pytest.raises(ValueError, match=r"entries that are not tensors .*: modality_encoders\.IMAGE\.some_count"):
+        convert_fairseq_checkpoint(checkpoint)
 
 
 class Payload:  # a class a pickle would have to import and build: never unpickled
