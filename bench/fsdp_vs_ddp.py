@@ -7,7 +7,7 @@ per-device memory of base / large / huge vision models.
 
 Each (size, mode) is its own 2-process launch of the trainer (built-in digits, batch 8 per process, fp32, no probe);
 per-step time is the median over the steps after the first 3 (warm-up), read from the trainer's logged
-elapsed_seconds; peak RSS is each process's `ru_maxrss` at the end (it includes Python, torch and the data: the
+elapsed_seconds; peak RSS is each process's `ru_maxrss` after the last step, before the end's save (it includes Python, torch and the data: the
 model's share of it is small at these sizes, which is why the held bytes are reported too).
 """
 
@@ -37,9 +37,9 @@ WORKER = textwrap.dedent('''
                                 disable_tqdm=True, probe=False, cpu=True, max_examples=512, fsdp=mode == "fsdp",
                                 collapse_check_after=10**6)
     trainer = Data2VecPretrainer(args)
-    acc, end_training = trainer.accelerator, trainer.accelerator.end_training
+    acc, finish = trainer.accelerator, trainer.finish
 
-    def measure_then_end():
+    def measure_then_finish():  # before the end's gathering of the full student (rank 0 holds a whole copy then)
         nbytes = lambda ts: sum(_local(t).numel() * _local(t).element_size() for t in ts)
         model, opt = trainer.unwrapped, getattr(trainer.optimizer, "optimizer", trainer.optimizer)
         held = {"parameters": nbytes(model.parameters()),
@@ -52,9 +52,9 @@ WORKER = textwrap.dedent('''
                   "losses": [h["loss"] for h in trainer.log_history if "loss" in h]}
         with open(f"{out}/bench_{acc.process_index}.json", "w") as f:
             json.dump(result, f)
-        end_training()
+        return finish()
 
-    acc.end_training = measure_then_end
+    trainer.finish = measure_then_finish
     trainer.train()
 ''')
 

@@ -608,6 +608,10 @@ class Data2VecPretrainer:
                 self._check_checkpoint(self.resume_from)
         else:
             self._check_output_dir()
+        if self.fsdp and not torch.distributed.is_initialized():
+            raise ValueError("--fsdp shards over several processes: launch with `python -m torch.distributed.run "
+                             "--nproc_per_node N -m modeling_data2vec_unified.trainer --fsdp ...` (CPUs) or `accelerate "
+                             "launch --config_file examples/fsdp.yaml ...` (GPUs), or drop --fsdp")
         self.interrupted: int | None = None  # the signal that stopped the run early, if one did
         self.command: list[str] | None = None  # the CLI flags of this run (set by `cli`), for the resume hint
         self._started = time.perf_counter()  # --max_train_time counts from here
@@ -637,7 +641,8 @@ class Data2VecPretrainer:
             f"{start}",
             f"  train:  {args.max_steps} steps x {batch} examples ({args.per_device_train_batch_size} per device x "
             f"{args.gradient_accumulation_steps} accumulation x {acc.num_processes} processes), lr "
-            f"{args.learning_rate:g}, precision {args.mixed_precision}, {acc.device}",
+            f"{args.learning_rate:g}, precision {args.mixed_precision}, {acc.device}"
+            + (f", FSDP (student, teacher and AdamW sharded over {acc.num_processes} processes)" if self.fsdp else ""),
             f"  output: {Path(args.output_dir).resolve()} (checkpoints every {args.save_steps} steps)",
         ])
 

@@ -149,6 +149,8 @@ def test_fsdp_refuses_what_it_cannot_do(runs, tmp_path):
     with pytest.raises(ValueError, match=r"saved without --fsdp .* resume it without --fsdp"):
         Data2VecPretrainer(PretrainingArguments(**base, output_dir=str(runs["tmp"] / "ddp"),
                                                 resume_from_checkpoint="latest", fsdp=True))
+    with pytest.raises(ValueError, match=r"--fsdp shards over several processes: launch with .*torch.distributed.run"):
+        Data2VecPretrainer(PretrainingArguments(**base, output_dir=str(tmp_path / "one"), fsdp=True))
     with pytest.raises(ValueError, match=r"--fsdp with --probe_steps.*Drop --probe_steps"):
         Data2VecPretrainer(PretrainingArguments(**base, output_dir=str(tmp_path / "a"), fsdp=True, probe_steps=2))
     with pytest.raises(ValueError, match=r"--fsdp with layer drop.*layerdrop=0"):
