@@ -87,7 +87,15 @@ def runs(tmp_path_factory):
 
 
 def test_fsdp_losses_equal_ddp_and_teacher_is_the_closed_form_ema(runs):
-    ddp, fsdp = runs["ddp"], runs["fsdp"]
+    check_against_ddp(runs["fsdp"], runs["ddp"])
+
+
+def test_fsdp_data2vec2_losses_equal_ddp_and_teacher_is_the_closed_form_ema(tmp_path):
+    check_against_ddp(launch(tmp_path, tmp_path / "fsdp", "fsdp", algorithm="data2vec2"),
+                      launch(tmp_path, tmp_path / "ddp", "ddp", algorithm="data2vec2"))
+
+
+def check_against_ddp(fsdp, ddp):
     assert len(losses(fsdp)) == 6
     torch.testing.assert_close(torch.tensor(losses(fsdp)), torch.tensor(losses(ddp)), rtol=1e-4, atol=0)
     # the teacher, gathered from its shards, is the EMA of the student's (gathered) weights after each step
