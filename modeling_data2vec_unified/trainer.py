@@ -20,6 +20,11 @@ run resumed from a checkpoint continues exactly: same batches, same masks, same 
 restored), same teacher (weights and update count). Nothing in a checkpoint is unpickled on resume: accelerate saves
 and loads the model (safetensors) and the optimizer (loaded with `torch.load(weights_only=True)`); the teacher and the
 RNG states are safetensors files, the loop position and the learning-rate schedule JSON.
+
+`--fsdp` (or an accelerate FSDP config) shards the student and the EMA teacher alike with FSDP2's `fully_shard` (per
+transformer layer, one mesh over all processes): the EMA is a lerp of local shards, checkpoints are one safetensors
+file of shards per process (resumed only on as many processes, with --fsdp), and the end gathers the full student for
+`save_pretrained`. What FSDP cannot do (layer drop, --probe_steps, fp16, a single process) is refused at start-up.
 """
 
 from __future__ import annotations
