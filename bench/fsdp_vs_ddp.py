@@ -7,8 +7,9 @@ per-device memory of base / large / huge vision models.
 
 Each (size, mode) is its own 2-process launch of the trainer (built-in digits, batch 8 per process, fp32, no probe);
 per-step time is the median over the steps after the first 3 (warm-up), read from the trainer's logged
-elapsed_seconds; peak RSS is each process's `ru_maxrss` after the last step, before the end's save (it includes Python, torch and the data: the
-model's share of it is small at these sizes, which is why the held bytes are reported too).
+elapsed_seconds; peak RSS is each process's `ru_maxrss` after the last step, before the end's save (it includes
+Python, torch and the data: the model's share of it is small at these sizes, which is why the held bytes are reported
+too).
 """
 
 from __future__ import annotations

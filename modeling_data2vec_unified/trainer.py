@@ -615,8 +615,8 @@ class Data2VecPretrainer:
             self._check_output_dir()
         if self.fsdp and not torch.distributed.is_initialized():
             raise ValueError("--fsdp shards over several processes: launch with `python -m torch.distributed.run "
-                             "--nproc_per_node N -m modeling_data2vec_unified.trainer --fsdp ...` (CPUs) or `accelerate "
-                             "launch --config_file examples/fsdp.yaml ...` (GPUs), or drop --fsdp")
+                             "--nproc_per_node N -m modeling_data2vec_unified.trainer --fsdp ...` (CPUs) or "
+                             "`accelerate launch --config_file examples/fsdp.yaml ...` (GPUs), or drop --fsdp")
         self.interrupted: int | None = None  # the signal that stopped the run early, if one did
         self.command: list[str] | None = None  # the CLI flags of this run (set by `cli`), for the resume hint
         self._started = time.perf_counter()  # --max_train_time counts from here

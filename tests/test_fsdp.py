@@ -22,7 +22,8 @@ WORKER = textwrap.dedent('''
     from modeling_data2vec_unified.modeling_data2vec_pretraining import Data2VecForPreTraining
     from modeling_data2vec_unified.trainer import Data2VecPretrainer, PretrainingArguments
 
-    out, mode, stop, resume, algorithm = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume", sys.argv[5]
+    out, mode, stop, algorithm = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[5]
+    resume = sys.argv[4] == "resume"
     torch.set_num_threads(1)
     args = PretrainingArguments(modality="vision", algorithm=algorithm, output_dir=out, max_steps=6,
                                 per_device_train_batch_size=8, logging_steps=1, save_steps=3, report_to="none",
