@@ -23,11 +23,12 @@ WORKER = textwrap.dedent('''
     from modeling_data2vec_unified.trainer import Data2VecPretrainer, PretrainingArguments
 
     out, mode, stop, algorithm = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[5]
-    resume = sys.argv[4] == "resume"
+    resume, accumulate = sys.argv[4] == "resume", int(sys.argv[6])
     torch.set_num_threads(1)
     args = PretrainingArguments(modality="vision", algorithm=algorithm, output_dir=out, max_steps=6,
                                 per_device_train_batch_size=8, logging_steps=1, save_steps=3, report_to="none",
                                 disable_tqdm=True, probe=False, cpu=True, max_examples=256, fsdp=mode == "fsdp",
+                                gradient_accumulation_steps=accumulate,
                                 resume_from_checkpoint="latest" if resume else None)
     trainer = Data2VecPretrainer(args)
     model = trainer.model
@@ -66,12 +67,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(tmp: Path, out: Path, mode: str, stop: int = 6, resume: bool = False, algorithm: str = "data2vec"):
+def launch(tmp: Path, out: Path, mode: str, stop: int = 6, resume: bool = False, algorithm: str = "data2vec",
+           accumulate: int = 1):
     script = tmp / "fsdp_worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(script), str(out), mode, str(stop), "resume" if resume else "fresh", algorithm]
+           str(script), str(out), mode, str(stop), "resume" if resume else "fresh", algorithm, str(accumulate)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
     return torch.load(out / "result.pt", weights_only=False)
@@ -94,6 +96,12 @@ def test_fsdp_losses_equal_ddp_and_teacher_is_the_closed_form_ema(runs):
 def test_fsdp_data2vec2_losses_equal_ddp_and_teacher_is_the_closed_form_ema(tmp_path):
     check_against_ddp(launch(tmp_path, tmp_path / "fsdp", "fsdp", algorithm="data2vec2"),
                       launch(tmp_path, tmp_path / "ddp", "ddp", algorithm="data2vec2"))
+
+
+def test_fsdp_gradient_accumulation_equals_ddp(tmp_path):
+    """FSDP reduce-scatters every micro-batch (no no_sync) and accumulates the sharded gradients."""
+    check_against_ddp(launch(tmp_path, tmp_path / "fsdp", "fsdp", accumulate=2),
+                      launch(tmp_path, tmp_path / "ddp", "ddp", accumulate=2))
 
 
 def check_against_ddp(fsdp, ddp):
