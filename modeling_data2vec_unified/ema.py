@@ -41,6 +41,11 @@ def _without(module: nn.Module, names: tuple[str, ...]):
             setattr(parent, child, value)
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (a view of its storage), or the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 class EMATeacher(nn.Module):
     """A frozen fp32 copy of `source` that follows it by EMA.
 
@@ -88,7 +93,10 @@ class EMATeacher(nn.Module):
             names = list(ours)
             self._pairs = ([ours[n] for n in names], [theirs[n] for n in names])
             self._source_id = id(source)
-        return self._pairs
+        ema, student = self._pairs
+        # FSDP2 (`fully_shard`): teacher and student are sharded alike (DTensors on one mesh, the same placements),
+        # so the EMA runs on this process's local shards, shard to shard, with no communication
+        return [_local(t) for t in ema], [_local(t) for t in student]
 
     @torch.no_grad()
     def update(self, source: nn.Module, skip: torch.Tensor | None = None) -> float:

@@ -20,6 +20,11 @@ run resumed from a checkpoint continues exactly: same batches, same masks, same 
 restored), same teacher (weights and update count). Nothing in a checkpoint is unpickled on resume: accelerate saves
 and loads the model (safetensors) and the optimizer (loaded with `torch.load(weights_only=True)`); the teacher and the
 RNG states are safetensors files, the loop position and the learning-rate schedule JSON.
+
+`--fsdp` (or an accelerate FSDP config) shards the student and the EMA teacher alike with FSDP2's `fully_shard` (per
+transformer layer, one mesh over all processes): the EMA is a lerp of local shards, checkpoints are one safetensors
+file of shards per process (resumed only on as many processes, with --fsdp), and the end gathers the full student for
+`save_pretrained`. What FSDP cannot do (layer drop, --probe_steps, fp16, a single process) is refused at start-up.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers import HfArgumentParser, get_scheduler
@@ -129,6 +134,8 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # a checkpoint-N folder: accelerate's model.safetensors + optimizer.bin (+ scaler.pt with fp16), and these
 TRAINER_STATE = "trainer_state.json"  # loop position, learning-rate schedule, what the run was
 RNG_STATE = "rng_state_{}.safetensors"  # one per process: Python, NumPy, torch CPU and accelerator RNGs
+# --fsdp checkpoints: one file per process with its shards of the student, the teacher and the AdamW state
+FSDP_SHARDS = "fsdp_shards_{}.safetensors"
 # pickles accelerate's load_state would read that our checkpoints never hold: its registered objects (unpickled with
 # weights_only=False: any code runs) and its RNG states (which we write as safetensors instead)
 FOREIGN_PICKLES = re.compile(r"^(custom_checkpoint_\d+\.pkl|random_states_\d+\.pkl)$")
@@ -214,6 +221,10 @@ class PretrainingArguments:
                 "(a job's time limit; resume with --resume_from_checkpoint latest)"})
     dataloader_num_workers: int = field(default=0)
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even if an accelerator is present"})
+    fsdp: bool = field(default=False, metadata={
+        "help": "shard the student, its gradients, the AdamW state and the EMA teacher over the processes (PyTorch "
+                "FSDP2 `fully_shard`, per transformer layer); also on when accelerate launches with an FSDP config "
+                "(examples/fsdp.yaml). See docs/training.md"})
     # ---- watching it -----------------------------------------------------------------------------------------
     logging_steps: int = field(default=50)
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | wandb | all | none, or a "
@@ -572,6 +583,9 @@ class Data2VecPretrainer:
         self.config = model.config
         # layer drop skips whole layers, whose parameters then get no gradient: DDP must expect that
         self._ddp.find_unused_parameters = self.config.layerdrop > 0
+        self.fsdp = args.fsdp or self.accelerator.distributed_type == DistributedType.FSDP
+        if self.fsdp:
+            self._check_fsdp()
         self.collator = DataCollatorForData2VecPretraining(
             self.config, seed=args.seed, audio_crop=args.audio_crop,
             max_audio_samples=None if args.max_audio_seconds is None
@@ -599,6 +613,10 @@ class Data2VecPretrainer:
                 self._check_checkpoint(self.resume_from)
         else:
             self._check_output_dir()
+        if self.fsdp and not torch.distributed.is_initialized():
+            raise ValueError("--fsdp shards over several processes: launch with `python -m torch.distributed.run "
+                             "--nproc_per_node N -m modeling_data2vec_unified.trainer --fsdp ...` (CPUs) or "
+                             "`accelerate launch --config_file examples/fsdp.yaml ...` (GPUs), or drop --fsdp")
         self.interrupted: int | None = None  # the signal that stopped the run early, if one did
         self.command: list[str] | None = None  # the CLI flags of this run (set by `cli`), for the resume hint
         self._started = time.perf_counter()  # --max_train_time counts from here
@@ -628,7 +646,8 @@ class Data2VecPretrainer:
             f"{start}",
             f"  train:  {args.max_steps} steps x {batch} examples ({args.per_device_train_batch_size} per device x "
             f"{args.gradient_accumulation_steps} accumulation x {acc.num_processes} processes), lr "
-            f"{args.learning_rate:g}, precision {args.mixed_precision}, {acc.device}",
+            f"{args.learning_rate:g}, precision {args.mixed_precision}, {acc.device}"
+            + (f", FSDP (student, teacher and AdamW sharded over {acc.num_processes} processes)" if self.fsdp else ""),
             f"  output: {Path(args.output_dir).resolve()} (checkpoints every {args.save_steps} steps)",
         ])
 
@@ -653,6 +672,49 @@ class Data2VecPretrainer:
 
     # ---- building ----------------------------------------------------------------------------------------------
 
+    def _check_fsdp(self) -> None:
+        """--fsdp: the options it cannot support are refused here, naming the fix."""
+        args, c = self.args, self.config
+        if c.layerdrop > 0:
+            raise ValueError(
+                f"--fsdp with layer drop (layerdrop={c.layerdrop:g}): each process would skip other layers, and FSDP "
+                "gathers every layer's shards on all processes together (it would hang). Pass --config_overrides "
+                "layerdrop=0, or train without --fsdp (DDP)")
+        if args.probe_steps:
+            raise ValueError(
+                "--fsdp with --probe_steps: the periodic probe runs the student on the main process alone, which a "
+                "sharded student cannot do (every forward gathers shards from all processes). Drop --probe_steps (the "
+                "probe at the end runs on the gathered model), or train without --fsdp")
+        if args.mixed_precision == "fp16":
+            raise ValueError("--fsdp with --mixed_precision fp16 is not supported (the gradient scaler is not "
+                             "sharded here): use --mixed_precision bf16 or no")
+
+    def _shard(self) -> None:
+        """--fsdp: `fully_shard` the student and the EMA teacher alike on one mesh over all processes: each
+        transformer layer (every `GradientCheckpointingLayer`) is its own unit, then the root. Parameters become
+        DTensors sharded on dim 0, so the teacher's local shards line up with the student's (the EMA is local)."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        acc = self.accelerator
+        mesh = init_device_mesh(acc.device.type, (acc.num_processes,))
+        plugin = getattr(acc.state, "fsdp_plugin", None)
+        reshard = getattr(plugin, "reshard_after_forward", True)
+        reshard = reshard if isinstance(reshard, bool) else True
+        model = self.model.to(acc.device)
+        teacher = model.teacher  # a copy of the unsharded student, built before it is sharded
+        for root in (model, teacher.model):
+            for module in list(root.modules()):
+                if isinstance(module, GradientCheckpointingLayer):
+                    fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
+            fully_shard(root, mesh=mesh, reshard_after_forward=reshard)
+        # the teacher of teacher_scope "model" runs through these methods, not forward: FSDP hooks them too
+        for method in ("embed", "contextualize", "encode"):
+            if callable(getattr(teacher.model, method, None)):
+                register_fsdp_forward_method(teacher.model, method)
+        self._mesh = mesh
+
     def _check_fits(self, config: Data2VecConfig, updates: dict) -> None:
         """A given / loaded model must fit the data's processor (text: the same vocabulary and special tokens)."""
         wrong = {k: (getattr(config, k), v) for k, v in updates.items()
@@ -676,6 +738,19 @@ class Data2VecPretrainer:
                 f"{self.config.algorithm}, {self.model.num_parameters()}): resume with the same --modality / "
                 f"--algorithm / --model_size / --config, or start a new --output_dir"
             )
+        saved_fsdp, n = bool(state.get("fsdp", False)), state.get("num_processes")
+        if saved_fsdp != self.fsdp:
+            raise ValueError(
+                f"checkpoint {path} was saved " + ("with --fsdp (sharded: one fsdp_shards_<rank>.safetensors per "
+                                                   "process)" if saved_fsdp else "without --fsdp (DDP: one full copy)")
+                + f" and this run is {'with' if self.fsdp else 'without'} it: resume it "
+                + ("with --fsdp" if saved_fsdp else "without --fsdp") + f" on {n} process(es), or start a new "
+                "--output_dir (--init_from <the run's output_dir> after it finished)")
+        if saved_fsdp and n != self.accelerator.num_processes:
+            raise ValueError(
+                f"checkpoint {path} holds the shards of {n} processes (--fsdp) and this run has "
+                f"{self.accelerator.num_processes}: resume it on {n} processes (torch.distributed.run / accelerate "
+                f"launch --num_processes {n}), or start a new --output_dir")
         pickles = sorted(p.name for p in path.iterdir() if FOREIGN_PICKLES.match(p.name))
         if pickles:
             raise ValueError(
@@ -694,7 +769,12 @@ class Data2VecPretrainer:
                   "a new run from its weights: --init_from <the run's output_dir> (after it finished) in another "
                   "--output_dir"
             )
-        if not (path / TEACHER_WEIGHTS).is_file() or "lr_scheduler" not in state:
+        if self.fsdp:
+            missing = [FSDP_SHARDS.format(r) for r in range(n) if not (path / FSDP_SHARDS.format(r)).is_file()]
+            if missing:
+                raise ValueError(f"checkpoint {path} lacks {', '.join(missing)} (an incomplete copy?): resume from "
+                                 f"another checkpoint-N of the run, or start a new --output_dir")
+        elif not (path / TEACHER_WEIGHTS).is_file() or "lr_scheduler" not in state:
             raise ValueError(
                 f"checkpoint {path} has no {TEACHER_WEIGHTS} or no lr_scheduler in {TRAINER_STATE} (written by an "
                 f"older version?): resume from a checkpoint of this version, or start a new --output_dir"
@@ -765,13 +845,19 @@ class Data2VecPretrainer:
         if acc.is_main_process and tmp.exists():
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        (tmp / f"random_states_{acc.process_index}.pkl").unlink(missing_ok=True)  # pickled: ours is safetensors
+        if self.fsdp:
+            tmp.mkdir(parents=True, exist_ok=True)
+            self._save_shards(tmp / FSDP_SHARDS.format(acc.process_index))
+        else:
+            acc.save_state(str(tmp))
+            (tmp / f"random_states_{acc.process_index}.pkl").unlink(missing_ok=True)  # pickled: ours is safetensors
         save_rng_state(tmp / RNG_STATE.format(acc.process_index), acc.device)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self.unwrapped.teacher.save(tmp / TEACHER_WEIGHTS)
+            if not self.fsdp:
+                self.unwrapped.teacher.save(tmp / TEACHER_WEIGHTS)
             (tmp / TRAINER_STATE).write_text(json.dumps({
+                "fsdp": self.fsdp,
                 **self.state.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
                 "modality": self.config.modality, "algorithm": self.config.algorithm,
                 "num_parameters": self.unwrapped.num_parameters(),
@@ -785,6 +871,58 @@ class Data2VecPretrainer:
             logger.info("saved %s", final)
         acc.wait_for_everyone()
         return final
+
+    def _optimizer_params(self) -> list[torch.Tensor]:
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+        return [p for group in optimizer.param_groups for p in group["params"]]
+
+    def _save_shards(self, path: Path) -> None:
+        """--fsdp: this process's shards (local tensors of the DTensors) of the student, the teacher and the AdamW
+        state in one safetensors file; AdamW's hyper-parameters and the teacher's update count as its metadata."""
+        from .ema import _local
+
+        teacher = self.unwrapped.teacher
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+        tensors = {f"model.{k}": _local(v) for k, v in self.model.state_dict().items()}
+        tensors.update({f"teacher.{k}": _local(v) for k, v in teacher.model.state_dict().items()})
+        state = optimizer.state_dict()
+        for index, values in state["state"].items():
+            tensors.update({f"optimizer.{index}.{k}": _local(torch.as_tensor(v)) for k, v in values.items()})
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={
+            "param_groups": json.dumps(state["param_groups"]), "teacher_updates": str(teacher.num_updates),
+            "num_processes": str(self.accelerator.num_processes), "rank": str(self.accelerator.process_index)})
+
+    @torch.no_grad()
+    def _load_shards(self, path: Path) -> None:
+        """Restores what `_save_shards` wrote: the local shards are copied into the student's and the teacher's
+        DTensors in place; the AdamW state is rebuilt as DTensors on the parameters' mesh."""
+        from torch.distributed.tensor import DTensor
+
+        from .ema import _local
+
+        with safe_open(str(path), "pt") as f:
+            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        teacher = self.unwrapped.teacher
+        for prefix, module in (("model.", self.model), ("teacher.", teacher.model)):
+            own = module.state_dict()
+            saved = {k[len(prefix):] for k in tensors if k.startswith(prefix)}
+            if saved != own.keys():
+                raise ValueError(f"{path} does not hold this model's {prefix[:-1]} shards (missing "
+                                 f"{sorted(own.keys() - saved)[:3]}, extra {sorted(saved - own.keys())[:3]})")
+            for name, value in own.items():
+                _local(value).copy_(tensors[prefix + name])
+        teacher.num_updates = int(metadata["teacher_updates"])
+        params, state = self._optimizer_params(), {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                param = params[int(index)]
+                if isinstance(param, DTensor) and name != "step":
+                    value = DTensor.from_local(value.to(param.device), param.device_mesh, param.placements,
+                                               shape=param.shape, stride=param.stride())
+                state.setdefault(int(index), {})[name] = value
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+        optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
 
     def _prune_checkpoints(self) -> None:
         limit = self.args.save_total_limit
@@ -802,8 +940,11 @@ class Data2VecPretrainer:
         state = json.loads((path / TRAINER_STATE).read_text())
         rng = path / RNG_STATE.format(acc.process_index)
         try:
-            acc.load_state(str(path))
-            self.unwrapped.teacher.load(path / TEACHER_WEIGHTS)
+            if self.fsdp:
+                self._load_shards(path / FSDP_SHARDS.format(acc.process_index))
+            else:
+                acc.load_state(str(path))
+                self.unwrapped.teacher.load(path / TEACHER_WEIGHTS)
             if rng.is_file():
                 load_rng_state(rng, acc.device)
         except (pickle.UnpicklingError, SafetensorError) as error:  # weights_only refused a file that names code
@@ -830,11 +971,16 @@ class Data2VecPretrainer:
         """Pretrain to `max_steps` (or stop after `stop_at_step` with the schedule unchanged, e.g. a job with a time
         budget; resume later). Returns the last logged metrics, and the probe's results when it ran."""
         args, acc = self.args, self.accelerator
+        if self.fsdp:  # sharded here, not by accelerate (whose FSDP plugin is GPU-only): the teacher alike
+            self._shard()
         optimizer, self._fused = self._optimizer(self.model)
         # stepped here once per optimizer step (accelerate's wrapper would step it per process), saved as JSON
         self.lr_scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
                                           num_training_steps=args.max_steps)
-        self.model, self.optimizer = acc.prepare(self.model.train(), optimizer)
+        if self.fsdp:
+            self.model, self.optimizer = self.model.train(), optimizer
+        else:
+            self.model, self.optimizer = acc.prepare(self.model.train(), optimizer)
         if self.resume_from is not None:
             self.load_checkpoint(self.resume_from)
             logger.info("resumed from %s at step %d", self.resume_from, self.state.global_step)
@@ -966,7 +1112,8 @@ class Data2VecPretrainer:
         step_loss = torch.zeros((), device=device)
         for micro, batch in enumerate(micro_batches):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with acc.no_sync(self.model) if micro < accumulate - 1 else contextlib.nullcontext():
+            with acc.no_sync(self.model) if micro < accumulate - 1 and not self.fsdp else contextlib.nullcontext(), \
+                    acc.autocast() if self.fsdp else contextlib.nullcontext():  # (a prepared model autocasts itself)
                 out = self.model(**batch, check_inputs=False)
                 acc.backward(out.loss / accumulate)
             loss = out.loss.detach()
@@ -978,7 +1125,11 @@ class Data2VecPretrainer:
                 loss, torch.where(masked, out.target_var, zero), torch.where(masked, out.pred_var, zero),
                 out.masked_fraction.float(), one, masked.float(), _count_tokens(self.config, batch),
             ])
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm or float("inf"))
+        if self.fsdp:  # the norm over all shards (a DTensor reduced over the mesh), as a plain replicated tensor
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm or float("inf"))
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        else:
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm or float("inf"))
         finite = torch.isfinite(step_loss) & torch.isfinite(grad_norm)
         sums[PER_MICRO_BATCH:] += torch.stack([torch.where(finite, grad_norm, zero), finite.float()])
         # fp16 gradients overflow now and then by design (the scaler skips those steps): only the loss counts
@@ -986,7 +1137,7 @@ class Data2VecPretrainer:
         tallies["bad_step"].copy_(torch.where((tallies["bad_step"] < 0) & bad, step, tallies["bad_step"]))
         tallies["bad_count"] += bad
         if self._fused:  # skip on the device: a fused AdamW reads `found_inf` (GradScaler's mechanism)
-            self.optimizer.optimizer.found_inf = (~finite).float()
+            getattr(self.optimizer, "optimizer", self.optimizer).found_inf = (~finite).float()
             self.optimizer.step()
         elif bool(finite):  # only where the device has no fused AdamW: one host check per step
             self.optimizer.step()
@@ -1035,10 +1186,11 @@ class Data2VecPretrainer:
         acc, args = self.accelerator, self.args
         acc.wait_for_everyone()
         results: dict = {}
+        full = self.gathered_student()  # --fsdp: every process takes part in the gathering
         if acc.is_main_process:
-            model = self.unwrapped
+            model = full
             if args.probe and self.data.probe is not None:
-                results = self.run_probe()
+                results = self.run_probe(model)
             from .curves import write_curves
 
             write_curves(self.log_history, args.output_dir, title=self.data.description)
@@ -1077,13 +1229,30 @@ class Data2VecPretrainer:
                                                f"{probe['probe_random_init']:.1%}")
         return info
 
-    def run_probe(self) -> dict:
-        """Linear probe (held-out accuracy) of the pretrained student, the same architecture at its random
-        initialisation, and the raw inputs; printed and written to output_dir/probe.json."""
+    def gathered_student(self) -> Data2VecForPreTraining | None:
+        """The student as a plain model: the unwrapped one; with --fsdp, a copy built from the full state dict
+        gathered from all shards (a collective: every process calls this; the main process gets the model, the
+        others None)."""
+        if not self.fsdp:
+            return self.unwrapped
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.accelerator.is_main_process:
+            return None
+        with _rng_untouched(self.accelerator.device):  # building the copy draws initial weights: not the run's RNG
+            model = Data2VecForPreTraining(self.config)
+        model.load_state_dict(full, strict=True)
+        return model.to(self.accelerator.device).train(self.model.training)
+
+    def run_probe(self, model: Data2VecForPreTraining | None = None) -> dict:
+        """Linear probe (held-out accuracy) of the pretrained student (`model`, default the unwrapped one), the same
+        architecture at its random initialisation, and the raw inputs; printed and written to output_dir/probe.json."""
         from .probe import RAW_FEATURES, describe_features, linear_probe, raw_input_probe
 
         args, probe, modality = self.args, self.data.probe, self.config.modality
-        pretrained = linear_probe(self.unwrapped.data2vec, probe.train, probe.test, top_layers=(2, 1))
+        model = model if model is not None else self.unwrapped
+        pretrained = linear_probe(model.data2vec, probe.train, probe.test, top_layers=(2, 1))
         random_init = linear_probe(self._initial_encoder(), probe.train, probe.test, top_layers=(2, 1))
         results = {
             "pretrained": pretrained[2],
@@ -1098,7 +1267,7 @@ class Data2VecPretrainer:
         }
         if args.init_from:
             results["random_init_note"] = "random_init: the architecture freshly initialised (not --init_from)"
-            start = Data2VecForPreTraining.from_pretrained(args.init_from).data2vec.to(self.unwrapped.device)
+            start = Data2VecForPreTraining.from_pretrained(args.init_from).data2vec.to(model.device)
             results["starting_checkpoint"] = linear_probe(start, probe.train, probe.test, top_layers=(2,))[2]
         Path(args.output_dir, "probe.json").write_text(json.dumps(results, indent=2))
         print(
@@ -1114,7 +1283,7 @@ class Data2VecPretrainer:
         """The run's initial weights (a fresh architecture after --init_from): built again from the seed, as in
         `__init__` (this draws from the global RNGs)."""
         set_seed(self.args.seed)
-        return Data2VecForPreTraining(self.config).data2vec.to(self.unwrapped.device)
+        return Data2VecForPreTraining(self.config).data2vec.to(self.accelerator.device)
 
     def _seconds(self) -> float:
         """Training seconds so far, over resumes; the probes of --probe_steps not counted."""
