@@ -91,12 +91,12 @@ class EMATeacher(nn.Module):
                     f"missing {sorted(ours.keys() - theirs.keys())[:5]}, extra {sorted(theirs.keys() - ours.keys())[:5]}"
                 )
             names = list(ours)
-            self._pairs = ([ours[n] for n in names], [theirs[n] for n in names])
+            # FSDP2 (`fully_shard`): teacher and student are sharded alike (DTensors on one mesh, the same placements),
+            # so the EMA runs on this process's local shards (views of the shards' storage, kept), shard to shard,
+            # with no communication
+            self._pairs = ([_local(ours[n]) for n in names], [_local(theirs[n]) for n in names])
             self._source_id = id(source)
-        ema, student = self._pairs
-        # FSDP2 (`fully_shard`): teacher and student are sharded alike (DTensors on one mesh, the same placements),
-        # so the EMA runs on this process's local shards, shard to shard, with no communication
-        return [_local(t) for t in ema], [_local(t) for t in student]
+        return self._pairs
 
     @torch.no_grad()
     def update(self, source: nn.Module, skip: torch.Tensor | None = None) -> float:
