@@ -210,6 +210,7 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
         self.stream = split_dataset_by_node(stream, rank, world_size) if world_size > 1 else stream
         self.positions: dict[int, StreamPosition] = {}
+        self.first_batch = None  # set by load_streaming_data: checked there, collated by the trainer's check
         self.num_workers = 1
 
     @property
@@ -322,16 +323,24 @@ def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split
                          f"{skip_bad_examples}")
     if buffer_size < 1:
         raise ValueError(f"--shuffle_buffer_size must be >= 1; got {buffer_size}")
+    if isinstance(processor, str):  # a path or Hub id, as map-style
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        processor = (AutoTokenizer if modality == "text" else AutoImageProcessor).from_pretrained(
+            processor, cache_dir=cache_dir)
     stream, source = open_stream(dataset, dataset_config_name, split, cache_dir, skip_bad_examples)
-    first = next(iter(stream), None)
-    if first is None:
+    # one read of the stream's head (in file order) for the column, the tokenizer / image statistics: every pass over
+    # parquet shards that ends early costs datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN (5 s) in datasets 5.2
+    wanted = IMAGE_STATS_ROWS if modality == "vision" else 1 if processor is not None else tokenizer_examples
+    head = list(itertools.islice(stream, wanted))
+    if not head:
         raise ValueError(f"{source} holds no rows: give shards with data, or another --dataset_split")
-    column = _find_column(stream, first, modality, column, source)
+    column = _find_column(stream, head[0], modality, column, source)
     stream = stream.select_columns([column])
     updates = {}
     if modality == "text":
         if processor is None:
-            texts = [r[column] for r in itertools.islice(stream, tokenizer_examples) if r[column]]
+            texts = [r[column] for r in head if r[column]]
             logger.warning("--streaming: no --processor given: training a BPE tokenizer of %d tokens on the first %d "
                            "texts of the stream (in file order), not on all the data; pass --processor for a tokenizer "
                            "of your own", tokenizer_vocab_size, len(texts))
@@ -347,7 +356,7 @@ def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split
         if processor is None:  # normalise with the statistics of the stream's first images
             plain = _Prepare("vision", column, _image_processor(config), mode=mode)
             pixels = []
-            for row in itertools.islice(stream, IMAGE_STATS_ROWS):
+            for row in head:
                 try:
                     pixels += [e["pixel_values"] for e in plain(row)]
                 except DECODE_ERRORS:
@@ -360,9 +369,9 @@ def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split
         what = f"images -> {config.num_channels}x{config.image_size}x{config.image_size}"
     train = StreamingExamples(stream, prepare, batch_size, seed, buffer_size, skip_bad_examples, source, rank,
                               world_size)
+    train.first_batch = next(iter(train))[0]  # the trainer's first-batch check collates it
     if modality == "vision":
-        batch = next(iter(train))[0]
-        _check_image_shapes(config, [e["pixel_values"] for e in batch], source)
+        _check_image_shapes(config, [e["pixel_values"] for e in train.first_batch], source)
     return PretrainingData(train=train, processor=processor, config_updates=updates, probe=None,
                            description=f"{source}: {what}; shuffle buffer {buffer_size}")
 

@@ -773,7 +773,8 @@ class Data2VecPretrainer:
     def _check_first_batch(self) -> None:
         """One batch through the collator before anything trains: data errors surface here, with their fix."""
         if self.streaming:
-            self.collator(next(iter(self.data.train))[0])
+            first = getattr(self.data.train, "first_batch", None)
+            self.collator(first if first is not None else next(iter(self.data.train))[0])
             return
         n = min(len(self.data.train), self.args.per_device_train_batch_size)
         if n == 0:
