@@ -8,6 +8,10 @@ For each modality (vision: parquet shards of 32x32 PNG bytes; text: json shards 
 `Data2VecPretrainer` is built map-style (the data decoded / tokenized up front, in memory: `setup s` counts that) and
 with --streaming (--processor: the map-style run's tokenizer, so both tokenize alike); `--batches` micro-batches of the
 trainer's `dataloader(0)` are then drawn from each, alternately in `--repeats` rounds, after `--warmup` batches.
+Vision also runs map-style decoded per batch (`data.MAX_IN_MEMORY_BYTES = 0`, what images larger than 1 GiB get),
+and every streaming draw is repeated with datasets' 5 s end-of-pass sleep set to 0 (`stream_no_sleep`), to separate the two costs.
+Vision also runs map-style decoded per batch (`data.MAX_IN_MEMORY_BYTES = 0`: what images over 1 GiB get), and each
+streaming draw is repeated with datasets' 5 s end-of-pass sleep set to 0 (`stream_no_sleep`), to separate the costs.
 RSS (VmRSS of this process, plus its DataLoader workers') is sampled every 50 batches of the streaming run, which
 passes over the shards several times; the figure is the growth from the first sample to the last. Prints a table;
 --json writes it.
@@ -54,9 +58,12 @@ def rss_mb() -> float:
     return sum(p.memory_info().rss for p in [me, *me.children(recursive=True)]) / 1e6
 
 
-def trainer_for(modality: str, data: Path, streaming: bool, workers: int, processor: str | None, out: str):
+def trainer_for(modality: str, data: Path, streaming: bool, workers: int, processor: str | None, out: str,
+                per_batch: bool = False):
     import modeling_data2vec_unified as d2v
+    from modeling_data2vec_unified import data as data_module
 
+    data_module.MAX_IN_MEMORY_BYTES = 0 if per_batch else 2**30
     flags = dict(modality=modality, dataset=str(data), streaming=streaming, dataloader_num_workers=workers,
                  max_steps=10**6, report_to="none", disable_tqdm=True, probe=False, output_dir=out,
                  overwrite_output_dir=True)
@@ -69,10 +76,15 @@ def trainer_for(modality: str, data: Path, streaming: bool, workers: int, proces
     return trainer, time.perf_counter() - began
 
 
-def draw(trainer, batches: int, warmup: int, rss: list | None = None) -> float:
-    """samples/s over `batches` micro-batches after `warmup`."""
+def draw(trainer, batches: int, warmup: int, rss: list | None = None, sleep: float | None = None) -> float:
+    """samples/s over `batches` micro-batches after `warmup`; `sleep`: datasets' SLEEP_TIME_ON_THREADS_SHUTDOWN for
+    this draw (None: as it is, 5 s)."""
+    import datasets.config
+
     from modeling_data2vec_unified.masking import MODALITY_INPUT
 
+    saved = datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = saved if sleep is None else sleep
     name = MODALITY_INPUT[trainer.config.modality]
     it = iter(trainer.dataloader(0))
     for _ in range(warmup):
@@ -84,6 +96,7 @@ def draw(trainer, batches: int, warmup: int, rss: list | None = None) -> float:
             rss.append(rss_mb())
     seconds = time.perf_counter() - began
     del it
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = saved
     return samples / seconds
 
 
@@ -118,10 +131,18 @@ def main() -> None:
                 processor = f"{tmp}/tok"
             streamed, stream_setup = trainer_for(modality, data, True, args.dataloader_num_workers, processor,
                                                  f"{tmp}/stream")
-            rates = {"map": [], "stream": []}
+            rates = {"map": [], "stream": [], "stream_no_sleep": []}
+            per_batch = None
+            if modality == "vision":  # map-style decoding per batch, as for images larger than MAX_IN_MEMORY_BYTES
+                per_batch, _ = trainer_for(modality, data, False, args.dataloader_num_workers, None,
+                                           f"{tmp}/per_batch", per_batch=True)
+                rates["map_per_batch"] = []
             for _ in range(args.repeats):
                 rates["map"].append(draw(mapped, args.batches, args.warmup))
+                if per_batch is not None:
+                    rates["map_per_batch"].append(draw(per_batch, args.batches, args.warmup))
                 rates["stream"].append(draw(streamed, args.batches, args.warmup))
+                rates["stream_no_sleep"].append(draw(streamed, args.batches, args.warmup, sleep=0))
             rss: list[float] = []
             batch = streamed.args.per_device_train_batch_size
             long_rate = draw(streamed, args.long_batches, args.warmup, rss)
@@ -130,13 +151,16 @@ def main() -> None:
             "modality": modality, "workers": args.dataloader_num_workers, "batch": batch,
             "map_setup_s": map_setup, "stream_setup_s": stream_setup,
             "map_samples_per_s": best["map"], "stream_samples_per_s": best["stream"],
-            "stream_over_map": best["stream"] / best["map"], "all_rates": rates,
+            "stream_over_map": best["stream"] / best["map"], "all_rates": rates, "best": best,
             "long_stream_examples": args.long_batches * batch, "long_stream_samples_per_s": long_rate,
             "rss_first_mb": rss[0], "rss_last_mb": rss[-1], "rss_max_mb": max(rss),
         })
         r = rows[-1]
         print(f"{modality}: setup map {map_setup:.1f} s, stream {stream_setup:.1f} s; samples/s (best of "
-              f"{args.repeats}) map {best['map']:.0f}, stream {best['stream']:.0f}, ratio {r['stream_over_map']:.2f}; "
+              f"{args.repeats}) " + ", ".join(f"{k} {v:.0f}" for k, v in best.items())
+              + f"; stream / map {r['stream_over_map']:.3f}"
+              + (f", stream / map_per_batch {best['stream'] / best['map_per_batch']:.2f}" if per_batch else "")
+              + f", stream_no_sleep / map {best['stream_no_sleep'] / best['map']:.3f}; "
               f"RSS over {r['long_stream_examples']} streamed examples: {rss[0]:.0f} -> {rss[-1]:.0f} MB "
               f"(max {max(rss):.0f})", flush=True)
     if args.json:

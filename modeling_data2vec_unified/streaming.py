@@ -223,7 +223,7 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         pos = StreamPosition(**vars(self.positions.get(worker, StreamPosition())))
         while True:
             self.stream.set_epoch(pos.epoch)
-            rows, index, pending = iter(self.stream), 0, []
+            rows, index, pending = self._rows(), 0, []
             if pos.rows or pos.emitted:  # resume: replay the epoch's raw rows (not prepared) up to the position
                 index = sum(1 for _ in itertools.islice(rows, pos.rows))
                 row = next(rows, None) if pos.emitted else {}
@@ -255,6 +255,9 @@ class StreamingExamples(torch.utils.data.IterableDataset):
                     f"{max(self.n_shards // max(self.world_size, 1), 1)} --dataloader_num_workers, or more shards")
             pos.epoch, pos.rows, pos.emitted = pos.epoch + 1, 0, 0  # the epoch's last partial batch is dropped
 
+    def _rows(self):
+        return _checked_rows(self.stream, self.source)
+
     def _examples(self, row: dict, pos: StreamPosition, index: int = 0, count: bool = True) -> list[dict]:
         if count:
             pos.seen += 1
@@ -278,6 +281,23 @@ class StreamingExamples(torch.utils.data.IterableDataset):
                     f"{self.source}: {pos.bad} of the {pos.seen} rows seen cannot be decoded, more than "
                     f"--skip_bad_examples {self.skip:g} allows (the last: {name}; {reason}): check the data") from error
             return []
+
+
+def _checked_rows(stream, source: str):
+    """The stream's rows; a shard `datasets` cannot read (malformed json / csv, a truncated parquet) stops the run with
+    an error naming the fix (the stream cannot continue past it: --skip_bad_examples skips only parquet shards whose
+    footer is unreadable, at start-up, and undecodable images). datasets logs the file's name as it fails."""
+    rows = iter(stream)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001: pyarrow / datasets errors of a bad shard
+            raise BadExampleError(
+                f"{source}: a shard cannot be read ({type(error).__name__}: {error}; the log above names the file). "
+                "Fix or remove the malformed file (a bad shard cannot be skipped once the stream reads it)") from error
+        yield row
 
 
 class _CollateStream:
@@ -332,7 +352,7 @@ def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split
     # one read of the stream's head (in file order) for the column, the tokenizer / image statistics: every pass over
     # parquet shards that ends early costs datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN (5 s) in datasets 5.2
     wanted = IMAGE_STATS_ROWS if modality == "vision" else 1 if processor is not None else tokenizer_examples
-    head = list(itertools.islice(stream, wanted))
+    head = list(itertools.islice(_checked_rows(stream, source), wanted))
     if not head:
         raise ValueError(f"{source} holds no rows: give shards with data, or another --dataset_split")
     column = _find_column(stream, head[0], modality, column, source)

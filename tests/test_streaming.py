@@ -209,3 +209,13 @@ def test_streaming_errors_name_the_fix(tmp_path, capsys, make, extra, message):
 def test_builtin_with_streaming_is_refused():
     with pytest.raises(ValueError, match="drop --streaming or pass --dataset"):
         d2v.PretrainingArguments(streaming=True).resolve()
+
+
+def test_a_malformed_json_shard_stops_the_run_with_a_clear_error(tmp_path, capsys):
+    folder = write_text_shards(tmp_path / "text", shards=3, rows=4)
+    (folder / "shard-9.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
+    with pytest.raises(SystemExit):
+        cli(["--dataset", str(folder), *TEXT_FLAGS, "--output_dir", str(tmp_path / "out"), "--max_steps", "40",
+             "--per_device_train_batch_size", "4", *QUICK])
+    err = capsys.readouterr().err
+    assert "a shard cannot be read" in err and "Fix or remove the malformed file" in err, err
