@@ -110,8 +110,9 @@ def _check_shards(loader: str, files: list[str], skip: float | None) -> list[str
             if skip is None:
                 raise BadExampleError(f"shard {file} cannot be read ({type(error).__name__}: {error}). Fix or remove "
                                       "it, or pass --skip_bad_examples 0.01 to skip bad shards and examples") from error
-            logger.warning("--skip_bad_examples: skipped shard %s (%s: %s): %d bad shard(s)", file,
-                           type(error).__name__, error, len(files) - len(good) - 0)
+            bad = len(files) - len(good) - (len(files) - files.index(file) - 1)  # the bad ones so far
+            logger.warning("--skip_bad_examples: skipped shard %s (%s: %s): %d bad shard(s) so far", file,
+                           type(error).__name__, error, bad)
     if len(files) - len(good) > (skip or 0) * len(files):
         raise BadExampleError(f"{len(files) - len(good)} of {len(files)} shards cannot be read, more than "
                               f"--skip_bad_examples {skip:g} allows: check the data")

@@ -219,3 +219,34 @@ def test_a_malformed_json_shard_stops_the_run_with_a_clear_error(tmp_path, capsy
              "--per_device_train_batch_size", "4", *QUICK])
     err = capsys.readouterr().err
     assert "a shard cannot be read" in err and "Fix or remove the malformed file" in err, err
+
+
+def test_two_processes_stream_and_resume_exactly(tmp_path):
+    """2 processes (torch.distributed.run, gloo): each has its stream_state_<rank>.json; a run resumed from the
+    uninterrupted run's checkpoint-3 ends with its weights."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from test_distributed import free_port
+
+    folder = write_text_shards(tmp_path / "text")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+    def launch(out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), "-m", "modeling_data2vec_unified.trainer", "--dataset", str(folder), *TEXT_FLAGS,
+               "--output_dir", str(out), "--max_steps", "6", "--save_steps", "3", "--per_device_train_batch_size",
+               "4", "--no_probe", "--cpu", *QUICK, *extra]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+    launch(tmp_path / "full")
+    checkpoint = tmp_path / "full" / "checkpoint-3"
+    states = [json.loads((checkpoint / f"stream_state_{r}.json").read_text()) for r in (0, 1)]
+    assert all(s["num_processes"] == 2 and s["positions"]["0"]["batches"] == 3 for s in states)
+    shutil.copytree(checkpoint, tmp_path / "resumed" / "checkpoint-3")
+    launch(tmp_path / "resumed", "--resume_from_checkpoint", "latest")
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
