@@ -2,6 +2,7 @@
 workers without duplicates; exact resume (in-process stop, and kill -9 with DataLoader workers); bad images and shards;
 clear errors."""
 
+import gc
 import io
 import json
 import logging
@@ -41,6 +42,8 @@ def no_parquet_sleep(monkeypatch):
     import datasets.config
 
     monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+    yield
+    gc.collect()  # streams left open close now, while the sleep is 0 (else later, in another test's time)
 
 
 TEXT_FLAGS = ["--modality", "text", "--streaming", "--max_seq_length", "32", "--tokenizer_vocab_size", "300",
@@ -250,3 +253,43 @@ def test_two_processes_stream_and_resume_exactly(tmp_path):
     launch(tmp_path / "resumed", "--resume_from_checkpoint", "latest")
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _same(batch):
+    return batch
+
+
+class _Blocks:
+    """A `_Prepare` stand-in: row "s{s}r{i} ..." gives i % 3 examples (0: skipped), and rows r5 cannot be decoded."""
+
+    column = "text"
+
+    def __call__(self, row):
+        name = row["text"].split()[0]
+        if name.endswith("r5"):
+            raise OSError("undecodable")
+        return [f"{name}/{k}" for k in range(int(name.split("r")[1]) % 3)]
+
+
+@pytest.mark.parametrize("stop", [1, 4, 7])
+def test_a_resumed_stream_continues_with_the_same_batches_and_counts(tmp_path, stop):
+    """The iterator alone, over epochs, with rows giving 0-2 examples and bad rows skipped: resumed from the position
+    after batch `stop`, the following batches, their mask seeds and the positions (bad / seen counts included) are
+    those of the uninterrupted stream."""
+    folder = write_text_shards(tmp_path / "text", shards=3, rows=7)
+    stream, _ = open_stream(str(folder), None, "train", None)
+
+    def batches(positions, start, n):
+        examples = StreamingExamples(stream, _Blocks(), 3, 0, 4, 0.5, "test")
+        it = stream_batches(examples, _same, 0, start, positions, 0)
+        out = []
+        for _ in range(n):
+            item = next(it)
+            out.append((list(item[0]), item[0].seed, item[2]))
+        return out
+
+    full = batches({}, 0, 12)
+    assert any(p.bad for *_, p in full) and len({p.epoch for *_, p in full}) > 1  # bad rows, several epochs
+    assert any(p.emitted for *_, p in full[:8])  # a position inside a row
+    resumed = batches({0: full[stop - 1][2]}, stop, 12 - stop)
+    assert resumed == full[stop:]
