@@ -46,7 +46,8 @@ from .masking import SeededBatch
 
 logger = logging.getLogger(__name__)
 
-STREAM_LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+STREAM_LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text",
+                  ".tar": "webdataset"}
 STREAM_SEED_TAG = 10**6 + 1  # SeededBatch seeds (seed, tag, micro-batch, rank): apart from map-style's (seed, epoch, ..)
 MIN_ROWS_FOR_FRACTION = 100  # --skip_bad_examples: the fraction counts over at least this many rows
 IMAGE_STATS_ROWS = 256  # images: the default processor normalises with the statistics of the stream's first images
@@ -350,6 +351,9 @@ def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split
         processor = (AutoTokenizer if modality == "text" else AutoImageProcessor).from_pretrained(
             processor, cache_dir=cache_dir)
     stream, source = open_stream(dataset, dataset_config_name, split, cache_dir, skip_bad_examples)
+    for name, feature in (stream.features or {}).items():  # images decoded by us, per row: errors name the file
+        if isinstance(feature, datasets.Image) and feature.decode:
+            stream = stream.cast_column(name, datasets.Image(decode=False))
     # one read of the stream's head (in file order) for the column, the tokenizer / image statistics: every pass over
     # parquet shards that ends early costs datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN (5 s) in datasets 5.2
     wanted = IMAGE_STATS_ROWS if modality == "vision" else 1 if processor is not None else tokenizer_examples

@@ -293,3 +293,23 @@ def test_a_resumed_stream_continues_with_the_same_batches_and_counts(tmp_path, s
     assert any(p.emitted for *_, p in full[:8])  # a position inside a row
     resumed = batches({0: full[stop - 1][2]}, stop, 12 - stop)
     assert resumed == full[stop:]
+
+
+def test_webdataset_tar_shards_stream(tmp_path):
+    """datasets' "webdataset" builder reads local tar shards offline: images (.png members) train."""
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "tars"
+    folder.mkdir()
+    for s in range(2):
+        with tarfile.open(folder / f"shard-{s}.tar", "w") as tar:
+            for i in range(16):
+                for name, data in ((f"{s}-{i:04d}.png", png(rng)), (f"{s}-{i:04d}.json", b'{"label": 1}')):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    cli(["--dataset", str(folder), "--streaming", "--max_steps", "3", "--per_device_train_batch_size", "8",
+         "--config_overrides", "image_size=12,patch_size=4,num_channels=1", "--output_dir", str(tmp_path / "out"),
+         *QUICK])
+    assert (tmp_path / "out" / "model.safetensors").is_file()
