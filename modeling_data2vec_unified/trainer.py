@@ -175,7 +175,8 @@ class PretrainingArguments:
         "help": "skip images / clips that cannot be decoded (logged), stopping once more than this fraction of the "
                 "data is bad; default: stop at the first, naming its file"})
     streaming: bool = field(default=False, metadata={
-        "help": "read --dataset as a datasets IterableDataset (local json / jsonl / csv / parquet / txt shards or a "
+        "help": "read --dataset as a datasets IterableDataset (local json / jsonl / csv / parquet / txt / webdataset .tar "
+                "shards or a "
                 "Hub id): shuffled with a buffer, split across processes and workers, prepared per batch; resumes "
                 "exactly (text needs --processor, else a tokenizer is trained on the first "
                 "--streaming_tokenizer_examples texts)"})
