@@ -136,6 +136,7 @@ TRAINER_STATE = "trainer_state.json"  # loop position, learning-rate schedule, w
 RNG_STATE = "rng_state_{}.safetensors"  # one per process: Python, NumPy, torch CPU and accelerator RNGs
 # --fsdp checkpoints: one file per process with its shards of the student, the teacher and the AdamW state
 FSDP_SHARDS = "fsdp_shards_{}.safetensors"
+STREAM_STATE = "stream_state_{}.json"  # --streaming: one per process, each DataLoader worker's stream position
 # pickles accelerate's load_state would read that our checkpoints never hold: its registered objects (unpickled with
 # weights_only=False: any code runs) and its RNG states (which we write as safetensors instead)
 FOREIGN_PICKLES = re.compile(r"^(custom_checkpoint_\d+\.pkl|random_states_\d+\.pkl)$")
@@ -180,6 +181,15 @@ class PretrainingArguments:
     skip_bad_examples: float | None = field(default=None, metadata={
         "help": "skip images / clips that cannot be decoded (logged), stopping once more than this fraction of the "
                 "data is bad; default: stop at the first, naming its file"})
+    streaming: bool = field(default=False, metadata={
+        "help": "read --dataset as a datasets IterableDataset (local json / jsonl / csv / parquet / txt / webdataset .tar "
+                "shards or a "
+                "Hub id): shuffled with a buffer, split across processes and workers, prepared per batch; resumes "
+                "exactly (text needs --processor, else a tokenizer is trained on the first "
+                "--streaming_tokenizer_examples texts)"})
+    shuffle_buffer_size: int = field(default=1000, metadata={"help": "--streaming: the shuffle buffer (rows)"})
+    streaming_tokenizer_examples: int = field(default=10_000, metadata={
+        "help": "--streaming text without --processor: the tokenizer is trained on this many first texts"})
     max_audio_seconds: float | None = field(default=None, metadata={"help": "audio: longer clips are cropped at "
                                                                             "random (data2vec: 15.6 s)"})
     min_audio_seconds: float = field(default=1.0, metadata={
@@ -316,7 +326,28 @@ class PretrainingArguments:
         if args.probe_steps is not None and args.probe_steps < 0:
             raise ValueError(f"--probe_steps must be >= 1 (or 0: no probes during training); got {args.probe_steps}")
         args.probe_steps = args.probe_steps or None
+        if args.streaming:
+            _check_streaming(args)
         return args
+
+
+def _check_streaming(args: PretrainingArguments) -> None:
+    """--streaming refuses what needs the data's length or a labelled held-out set, naming the fix."""
+    if args.dataset == "builtin":
+        raise ValueError("--streaming reads a --dataset (local shards or a Hub id); the built-in data is in memory: "
+                         "drop --streaming or pass --dataset")
+    if args.validation_split_percentage:
+        raise ValueError("--validation_split_percentage needs the data's length, which a stream has not: drop it "
+                         "with --streaming (or drop --streaming)")
+    if args.validation_split is not None:
+        raise ValueError("--validation_split is not read as a stream: drop it with --streaming (or drop --streaming)")
+    if args.max_examples is not None:
+        raise ValueError("--max_examples is not supported with --streaming: stream fewer shards instead")
+    if args.probe_steps:
+        raise ValueError("--probe_steps needs labelled examples held in memory; a stream has no probe: drop it with "
+                         "--streaming")
+    if args.shuffle_buffer_size < 1:
+        raise ValueError(f"--shuffle_buffer_size must be >= 1; got {args.shuffle_buffer_size}")
 
 
 class TrainerState:
@@ -541,6 +572,18 @@ class Data2VecPretrainer:
             apply_config_updates(model.config, {**parse_overrides(args.config_overrides),
                                                  **_ema_fields(args, model.config)})
         config = model.config if model is not None else build_config(args)
+        if data is None and args.streaming:
+            from .streaming import load_streaming_data
+
+            data = load_streaming_data(
+                config, args.dataset, dataset_config_name=args.dataset_config_name, split=args.dataset_split,
+                processor=args.processor or (args.init_from if args.modality == "text" else None),
+                column=args.column, max_seq_length=args.max_seq_length,
+                tokenizer_vocab_size=args.tokenizer_vocab_size, tokenizer_examples=args.streaming_tokenizer_examples,
+                skip_bad_examples=args.skip_bad_examples, batch_size=args.per_device_train_batch_size,
+                seed=args.seed, buffer_size=args.shuffle_buffer_size,
+                rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+            )
         if data is None:
             from .data import load_pretraining_data
 
@@ -600,6 +643,7 @@ class Data2VecPretrainer:
         self.log_history: list[dict] = []
         self._seconds_before = 0.0  # training seconds of the run before this session (resume)
         self._loop_start, self._probe_seconds = time.perf_counter(), 0.0
+        self.stream_positions: dict = {}  # --streaming: each DataLoader worker's position after its last batch used
         if args.probe_steps and data.probe is None:
             logger.warning("--probe_steps %d: the data has no labels (no label column), so there is nothing to probe",
                            args.probe_steps)
@@ -634,7 +678,9 @@ class Data2VecPretrainer:
         return "\n".join([
             f"data2vec-pretrain: {c.modality}, {c.algorithm}" + (f" ({c.clone_batch} masked copies per sample)"
                                                                  if c.clone_batch > 1 else ""),
-            f"  data:   {self.data.description}; {len(self.data.train)} examples"
+            f"  data:   {self.data.description}; "
+            + (f"{self.data.train.n_shards} shard(s) for this process" if self.streaming else
+               f"{len(self.data.train)} examples")
             + ("" if self.data.probe is None else
                f"; probe {len(self.data.probe.train)} / {len(self.data.probe.test)} (train / held out)")
             + ("" if self.validation is None else
@@ -802,8 +848,16 @@ class Data2VecPretrainer:
                            self.args.output_dir)
         self.accelerator.wait_for_everyone()
 
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.data.train, torch.utils.data.IterableDataset)
+
     def _check_first_batch(self) -> None:
         """One batch through the collator before anything trains: data errors surface here, with their fix."""
+        if self.streaming:
+            first = getattr(self.data.train, "first_batch", None)
+            self.collator(first if first is not None else next(iter(self.data.train))[0])
+            return
         n = min(len(self.data.train), self.args.per_device_train_batch_size)
         if n == 0:
             raise ValueError(f"the dataset {self.args.dataset!r} has no examples")
@@ -812,6 +866,11 @@ class Data2VecPretrainer:
     def dataloader(self, start: int) -> torch.utils.data.DataLoader:
         """This process's batches from data position `start` (micro-batches already consumed)."""
         acc = self.accelerator
+        if self.streaming:
+            from .streaming import stream_batches
+
+            return stream_batches(self.data.train, self.collator, self.args.dataloader_num_workers, start,
+                                  self.stream_positions, self.args.seed, pin_memory=acc.device.type == "cuda")
         sampler = EpochBatchSampler(len(self.data.train), self.args.per_device_train_batch_size, self.args.seed,
                                     acc.num_processes, acc.process_index, start)
         return torch.utils.data.DataLoader(
@@ -853,6 +912,10 @@ class Data2VecPretrainer:
             acc.save_state(str(tmp))
             (tmp / f"random_states_{acc.process_index}.pkl").unlink(missing_ok=True)  # pickled: ours is safetensors
         save_rng_state(tmp / RNG_STATE.format(acc.process_index), acc.device)
+        if self.streaming:
+            (tmp / STREAM_STATE.format(acc.process_index)).write_text(json.dumps({
+                "num_workers": self.args.dataloader_num_workers, "num_processes": acc.num_processes,
+                "positions": {str(k): dataclasses.asdict(v) for k, v in sorted(self.stream_positions.items())}}))
         acc.wait_for_everyone()
         if acc.is_main_process:
             if not self.fsdp:
@@ -954,6 +1017,8 @@ class Data2VecPretrainer:
                 f"another checkpoint-N of the run, or start a new --output_dir"
             ) from error
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.streaming:
+            self._load_stream_state(path)
         self.state.load_state_dict({k: int(state[k]) for k in self.state.state_dict()})
         self.log_history = state.get("log_history", [])  # older checkpoints: none
         self._seconds_before = state.get("elapsed_seconds", 0.0)
@@ -961,6 +1026,24 @@ class Data2VecPretrainer:
             logger.warning("checkpoint %s has no RNG state for process %d (it was saved by %s processes): dropout "
                            "and layer drop will not continue as in an uninterrupted run", path, acc.process_index,
                            state.get("num_processes"))
+
+    def _load_stream_state(self, path: Path) -> None:
+        """--streaming: each worker's stream position, saved by the same number of processes and workers."""
+        acc, file = self.accelerator, path / STREAM_STATE.format(self.accelerator.process_index)
+        if not file.is_file():
+            raise ValueError(f"checkpoint {path} has no {file.name}: it was not saved by a --streaming run with "
+                             f"{acc.num_processes} process(es); resume it as it was run, or start a new --output_dir")
+        saved = json.loads(file.read_text())
+        if (saved["num_workers"], saved["num_processes"]) != (self.args.dataloader_num_workers, acc.num_processes):
+            raise ValueError(
+                f"checkpoint {path} was saved by a --streaming run with {saved['num_processes']} process(es) x "
+                f"{saved['num_workers']} --dataloader_num_workers; this run has {acc.num_processes} x "
+                f"{self.args.dataloader_num_workers}: each worker's stream position is exact only for the same "
+                f"split. Resume with --dataloader_num_workers {saved['num_workers']} on {saved['num_processes']} "
+                "process(es)")
+        from .streaming import StreamPosition
+
+        self.stream_positions = {int(k): StreamPosition(**v) for k, v in saved["positions"].items()}
 
     @property
     def unwrapped(self) -> Data2VecForPreTraining:
@@ -1072,7 +1155,7 @@ class Data2VecPretrainer:
         samples, clock, metrics = 0, self._loop_start, {}
         while self.state.global_step < end:
             step = self.state.global_step + 1
-            micro_batches = [next(batches) for _ in range(args.gradient_accumulation_steps)]
+            micro_batches = [self._next_batch(batches) for _ in range(args.gradient_accumulation_steps)]
             samples += sum(len(batch[input_name]) for batch in micro_batches) * acc.num_processes
             decay = self._train_step(micro_batches, step, tallies)
             self.state.global_step = step
@@ -1099,6 +1182,14 @@ class Data2VecPretrainer:
                           f"Resume with: {self.resume_command()}", file=sys.stderr)
                 break
         return metrics
+
+    def _next_batch(self, batches) -> dict:
+        item = next(batches)
+        if not self.streaming:
+            return item
+        batch, worker, position = item
+        self.stream_positions[worker] = position  # used: a checkpoint from here on resumes after it
+        return batch
 
     def _train_step(self, micro_batches: list[dict], step: int, tallies: dict[str, torch.Tensor]) -> float:
         """Optimizer step number `step` on this process's `micro_batches` (host tensors): forward and backward of each

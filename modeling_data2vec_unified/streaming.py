@@ -1,0 +1,404 @@
+"""`--streaming`: pretraining examples read as a `datasets` `IterableDataset` (a Hub id or local files: json / jsonl,
+csv, parquet, text), shuffled with a buffer, split across processes (`split_dataset_by_node`) and DataLoader workers
+(datasets gives each worker its own shards), prepared a row at a time in the worker that reads it.
+
+The stream position is exact and part of the checkpoint. Each (process, worker) stream is a pure function of (seed,
+epoch): `datasets` shuffles the shard order and the buffer from the seed and `set_epoch`. A worker's position is
+(epoch, rows read in the epoch, examples of the current row already emitted, batches emitted, rows seen, rows
+skipped as bad); a resume replays the epoch's raw rows up to that position without preparing (decoding /
+tokenizing) them, so it costs one read of at most one epoch of the worker's shards. `datasets`'
+`IterableDataset.state_dict()` is not used: it does not keep the shuffle buffer's contents, so a resume from it does
+not see the batches the uninterrupted run would have seen (measured: docs/training.md, Streaming).
+
+Batches come from the DataLoader's workers round robin (worker i serves the micro-batches g = i mod W of a process);
+a resumed run starts at worker `start mod W` by reordering each round of W batches. Masks stay a pure function of
+(seed, micro-batch, rank) (`SeededBatch`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import torch
+from datasets.distributed import split_dataset_by_node
+
+from .data import (
+    COLUMN_NAMES,
+    DECODE_ERRORS,
+    LOADERS,
+    BadExampleError,
+    PretrainingData,
+    _check_image_shapes,
+    _image_mode,
+    _image_processor,
+    _plausible_hub_id,
+    _process_images,
+    _special_ids,
+    _to_pil,
+    train_bpe_tokenizer,
+)
+from .masking import SeededBatch
+
+logger = logging.getLogger(__name__)
+
+STREAM_LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text",
+                  ".tar": "webdataset"}
+STREAM_SEED_TAG = 10**6 + 1  # SeededBatch seeds (seed, tag, micro-batch, rank): apart from map-style's (seed, epoch, ..)
+MIN_ROWS_FOR_FRACTION = 100  # --skip_bad_examples: the fraction counts over at least this many rows
+IMAGE_STATS_ROWS = 256  # images: the default processor normalises with the statistics of the stream's first images
+
+
+@dataclass
+class StreamPosition:
+    """Where one worker's stream stands, after its last emitted batch."""
+
+    epoch: int = 0
+    rows: int = 0  # rows of the epoch read (the last one maybe partly emitted)
+    emitted: int = 0  # examples of row `rows - 1` emitted (text: a row gives several blocks); 0: none pending
+    batches: int = 0  # batches this worker emitted over the run
+    seen: int = 0  # rows prepared over the run
+    bad: int = 0  # rows skipped as undecodable over the run
+
+
+def _source_files(dataset: str, split: str) -> tuple[str, list[str]] | None:
+    """(datasets builder, files) of a local file or folder; None for a Hub id."""
+    path = Path(dataset).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in STREAM_LOADERS
+                       and not any(p.startswith(".") for p in f.relative_to(path).parts))
+        if split != "train":
+            files = [f for f in files if f.name.startswith(split) or split in f.relative_to(path).parts[:-1]]
+    elif _plausible_hub_id(dataset):
+        return None
+    else:
+        raise FileNotFoundError(f"--streaming: dataset {dataset!r} does not exist: give an existing folder or file "
+                                "of json / jsonl / csv / parquet / txt shards, or a datasets Hub id")
+    if not files:
+        raise ValueError(
+            f"--streaming: {dataset} holds no data files" + (f" of split {split!r}" if split != "train" else "")
+            + f": looked for {' '.join(STREAM_LOADERS)} shards (image / audio folders stream as a table: put the files' "
+            "bytes in parquet shards), or drop --streaming to read it map-style")
+    kinds = sorted({STREAM_LOADERS.get(f.suffix.lower(), f.suffix) for f in files})
+    if len(kinds) > 1 or kinds[0] not in STREAM_LOADERS.values():
+        if any(LOADERS.get(f.suffix.lower()) in ("imagefolder", "audio") for f in files):
+            raise ValueError(f"--streaming: {dataset} is a file of images / audio, not a table: put the files' bytes "
+                             "in parquet shards (a column of {'bytes', 'path'}), or drop --streaming")
+        raise ValueError(f"--streaming: {dataset} mixes {' / '.join(kinds)} files: point --dataset at shards of one "
+                         "format")
+    return kinds[0], [str(f) for f in files]
+
+
+def _check_shards(loader: str, files: list[str], skip: float | None) -> list[str]:
+    """Local parquet shards whose footer cannot be read are refused (naming the file) or, with --skip_bad_examples,
+    dropped with a counted warning; other formats fail when read (naming the file)."""
+    if loader != "parquet":
+        return files
+    import pyarrow.parquet as pq
+
+    good = []
+    for file in files:
+        try:
+            pq.read_metadata(file)
+            good.append(file)
+        except Exception as error:  # noqa: BLE001: any unreadable footer
+            if skip is None:
+                raise BadExampleError(f"shard {file} cannot be read ({type(error).__name__}: {error}). Fix or remove "
+                                      "it, or pass --skip_bad_examples 0.01 to skip bad shards and examples") from error
+            bad = len(files) - len(good) - (len(files) - files.index(file) - 1)  # the bad ones so far
+            logger.warning("--skip_bad_examples: skipped shard %s (%s: %s): %d bad shard(s) so far", file,
+                           type(error).__name__, error, bad)
+    if len(files) - len(good) > (skip or 0) * len(files):
+        raise BadExampleError(f"{len(files) - len(good)} of {len(files)} shards cannot be read, more than "
+                              f"--skip_bad_examples {skip:g} allows: check the data")
+    return good
+
+
+def open_stream(dataset: str, config_name: str | None, split: str, cache_dir: str | None,
+                skip: float | None = None) -> tuple[datasets.IterableDataset, str]:
+    """The unshuffled stream and a short name for messages."""
+    found = _source_files(dataset, split)
+    try:
+        if found is None:
+            stream = datasets.load_dataset(dataset, config_name, split=split, cache_dir=cache_dir, streaming=True)
+            source = f"Hub dataset {dataset} [{split}] (streamed)"
+        else:
+            loader, files = found
+            files = _check_shards(loader, files, skip)
+            stream = datasets.load_dataset(loader, data_files=files, split="train", cache_dir=cache_dir,
+                                           streaming=True)
+            source = f"{dataset} ({len(files)} {loader} shard{'s' * (len(files) > 1)}, streamed)"
+    except (ValueError, FileNotFoundError, BadExampleError):
+        raise
+    except Exception as error:  # offline, unknown id, an empty or malformed shard: say what was tried
+        if found is not None:
+            names = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            raise ValueError(f"--streaming: datasets' {found[0]!r} builder could not open {names} "
+                             f"({type(error).__name__}: {error}): check that the shards are not empty or "
+                             "malformed") from error
+        raise FileNotFoundError(f"--streaming: load_dataset({dataset!r}, {config_name!r}, split={split!r}, "
+                                f"streaming=True) failed: {type(error).__name__}: {error}. Give local shards or a "
+                                "reachable Hub dataset") from error
+    return stream, source
+
+
+def _find_column(stream: datasets.IterableDataset, first: dict, modality: str, column: str | None,
+                 source: str) -> str:
+    names = list(first)
+    if column is not None:
+        if column not in names:
+            raise ValueError(f"column {column!r} is not a column of {source}; its columns: {names}")
+        return column
+    found = [c for c in COLUMN_NAMES[modality] if c in names]
+    if modality == "vision":
+        found += [c for c in names if isinstance(first[c], dict) and "bytes" in first[c]]
+    elif modality == "text":
+        found += [c for c in names if isinstance(first[c], str)]
+    if not found:
+        raise ValueError(f"{source} has no {modality} column (looked for {' / '.join(COLUMN_NAMES[modality])}); its "
+                         f"columns: {names}. Pass --column")
+    return found[0]
+
+
+class _Prepare:
+    """One raw row -> its examples (text: blocks of `max_seq_length` tokens, no joining across rows; images: one)."""
+
+    def __init__(self, modality, column, processor, max_seq_length=128, mode="RGB"):
+        self.modality, self.column, self.processor = modality, column, processor
+        self.max_seq_length, self.mode = max_seq_length, mode
+        if modality == "text":
+            ids = _special_ids(processor)
+            self.bos, self.eos = ids["bos_token_id"], ids["eos_token_id"]
+
+    def __call__(self, row: dict) -> list[dict]:
+        value = row[self.column]
+        if self.modality == "text":
+            if not value:
+                return []
+            ids = self.processor(value, add_special_tokens=False)["input_ids"]
+            block = self.max_seq_length - 2
+            return [{"input_ids": torch.tensor([self.bos, *ids[i : i + block], self.eos])}
+                    for i in range(0, len(ids), block)]
+        if isinstance(value, dict) and "bytes" in value and not isinstance(value["bytes"], (bytes, type(None))):
+            value = {**value, "bytes": bytes(value["bytes"])}
+        image = _to_pil(value)
+        image.load()  # a truncated file fails here
+        return [{"pixel_values": p} for p in _process_images(self.processor, [image.convert(self.mode)])]
+
+
+def _row_name(row: dict, column: str, index: int, epoch: int) -> str:
+    value = row.get(column)
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    return f"row {index} of epoch {epoch} of this worker's stream"
+
+
+class StreamingExamples(torch.utils.data.IterableDataset):
+    """This process's micro-batches, forever: `(SeededBatch of examples, worker id, StreamPosition after it)`.
+
+    `start(positions, first)` sets where each worker resumes (`positions[worker]`) and the process's micro-batch
+    count (`first`); an unset worker starts at the beginning."""
+
+    def __init__(self, stream: datasets.IterableDataset, prepare: _Prepare, batch_size: int, seed: int,
+                 buffer_size: int, skip: float | None, source: str, rank: int = 0, world_size: int = 1):
+        self.batch_size, self.seed, self.prepare, self.skip, self.source = batch_size, seed, prepare, skip, source
+        self.rank, self.world_size = rank, world_size
+        stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
+        self.stream = split_dataset_by_node(stream, rank, world_size) if world_size > 1 else stream
+        self.positions: dict[int, StreamPosition] = {}
+        self.first_batch = None  # set by load_streaming_data: checked there, collated by the trainer's check
+        self.num_workers = 1
+
+    @property
+    def n_shards(self) -> int:
+        return self.stream.n_shards
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        pos = StreamPosition(**vars(self.positions.get(worker, StreamPosition())))
+        while True:
+            self.stream.set_epoch(pos.epoch)
+            rows, index, pending = self._rows(), 0, []
+            if pos.rows or pos.emitted:  # resume: replay the epoch's raw rows (not prepared) up to the position
+                index = sum(1 for _ in itertools.islice(rows, pos.rows))
+                row = next(rows, None) if pos.emitted else {}
+                if index != pos.rows or row is None:
+                    raise ValueError(f"{self.source}: the stream is shorter than the checkpoint's position (epoch "
+                                     f"{pos.epoch}, row {pos.rows + bool(pos.emitted)}): the shards changed since "
+                                     "the checkpoint was saved")
+                if pos.emitted:  # a text row whose first blocks were emitted: the rest come first
+                    index += 1
+                    made = self._examples(row, pos, index, count=False)
+                    pending = [(e, index, j + 1, len(made)) for j, e in enumerate(made)][pos.emitted :]
+            any_row = index > 0
+            for row in rows:
+                index, any_row = index + 1, True
+                made = self._examples(row, pos, index)
+                pending += [(e, index, j + 1, len(made)) for j, e in enumerate(made)]
+                while len(pending) >= self.batch_size:
+                    batch, pending = pending[: self.batch_size], pending[self.batch_size :]
+                    _, last, j, total = batch[-1]  # rows done, and examples of the next row already emitted
+                    pos.rows, pos.emitted = (last - 1, j) if j < total else (last, 0)
+                    g = worker + workers * pos.batches  # the process's micro-batch number
+                    pos.batches += 1
+                    yield (SeededBatch([e for e, *_ in batch], (self.seed, STREAM_SEED_TAG, g, self.rank)),
+                           worker, StreamPosition(**vars(pos)))
+            if not any_row:
+                raise ValueError(
+                    f"{self.source}: process {self.rank} DataLoader worker {worker} got no rows (the stream has "
+                    f"{self.n_shards} shard(s) for {self.world_size} process(es) x {workers} worker(s)): use at most "
+                    f"{max(self.n_shards // max(self.world_size, 1), 1)} --dataloader_num_workers, or more shards")
+            pos.epoch, pos.rows, pos.emitted = pos.epoch + 1, 0, 0  # the epoch's last partial batch is dropped
+
+    def _rows(self):
+        return _checked_rows(self.stream, self.source)
+
+    def _examples(self, row: dict, pos: StreamPosition, index: int = 0, count: bool = True) -> list[dict]:
+        if count:
+            pos.seen += 1
+        try:
+            return self.prepare(row)
+        except DECODE_ERRORS as error:
+            if not count:
+                return []
+            name = _row_name(row, self.prepare.column, index, pos.epoch)
+            reason = f"{type(error).__name__}: {error}"
+            if self.skip is None:
+                raise BadExampleError(
+                    f"{self.source}: {name} cannot be decoded ({reason}). Fix or remove it, or pass "
+                    "--skip_bad_examples 0.01 to skip such examples (counted and logged; the run stops if more than "
+                    "that fraction of the rows seen is bad)") from error
+            pos.bad += 1
+            logger.warning("skipped %s (%s): %d bad example(s) of %d seen by this worker", name, reason, pos.bad,
+                           pos.seen)
+            if pos.bad > self.skip * max(pos.seen, MIN_ROWS_FOR_FRACTION):
+                raise BadExampleError(
+                    f"{self.source}: {pos.bad} of the {pos.seen} rows seen cannot be decoded, more than "
+                    f"--skip_bad_examples {self.skip:g} allows (the last: {name}; {reason}): check the data") from error
+            return []
+
+
+def _checked_rows(stream, source: str):
+    """The stream's rows; a shard `datasets` cannot read (malformed json / csv, a truncated parquet) stops the run with
+    an error naming the fix (the stream cannot continue past it: --skip_bad_examples skips only parquet shards whose
+    footer is unreadable, at start-up, and undecodable images). datasets logs the file's name as it fails."""
+    rows = iter(stream)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001: pyarrow / datasets errors of a bad shard
+            raise BadExampleError(
+                f"{source}: a shard cannot be read ({type(error).__name__}: {error}; the log above names the file). "
+                "Fix or remove the malformed file (a bad shard cannot be skipped once the stream reads it)") from error
+        yield row
+
+
+class _CollateStream:
+    """DataLoader collate_fn (in the worker): (SeededBatch, worker, position) -> (batch tensors, worker, position)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, item):
+        examples, worker, position = item
+        return self.collator(examples), worker, position
+
+
+def stream_batches(examples: StreamingExamples, collator, num_workers: int, start: int, positions: dict,
+                   generator_seed: int, pin_memory: bool = False):
+    """This process's collated micro-batches from micro-batch `start`, each as (batch, worker, position); workers'
+    batches reordered so that micro-batch g comes from worker g mod W, as in the uninterrupted run."""
+    examples.positions = {int(k): StreamPosition(**v) if isinstance(v, dict) else v for k, v in positions.items()}
+    workers = max(num_workers, 1)
+    loader = torch.utils.data.DataLoader(
+        examples, batch_size=None, collate_fn=_CollateStream(collator), num_workers=num_workers,
+        pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(generator_seed))
+    items = iter(loader)
+    first = start % workers
+    while True:
+        round_ = [next(items) for _ in range(workers)]
+        yield from round_[first:] + round_[:first]
+
+
+def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split="train", processor=None,
+                        column=None, max_seq_length=128, tokenizer_vocab_size=2048, tokenizer_examples=10_000,
+                        cache_dir=None, skip_bad_examples=None, batch_size=8, seed=0, buffer_size=1000,
+                        rank=0, world_size=1) -> PretrainingData:
+    """`PretrainingData` whose `train` is a `StreamingExamples` (no length; no probe: streaming has no labelled
+    held-out set)."""
+    modality = config.modality
+    if modality == "audio":
+        raise ValueError("--streaming reads text and image tables; audio is not streamed yet: drop --streaming "
+                         "(audio larger than memory is decoded per batch map-style)")
+    if skip_bad_examples is not None and not 0.0 <= skip_bad_examples < 1.0:
+        raise ValueError(f"--skip_bad_examples is the largest fraction of bad examples to skip, in [0, 1); got "
+                         f"{skip_bad_examples}")
+    if buffer_size < 1:
+        raise ValueError(f"--shuffle_buffer_size must be >= 1; got {buffer_size}")
+    if isinstance(processor, str):  # a path or Hub id, as map-style
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        processor = (AutoTokenizer if modality == "text" else AutoImageProcessor).from_pretrained(
+            processor, cache_dir=cache_dir)
+    stream, source = open_stream(dataset, dataset_config_name, split, cache_dir, skip_bad_examples)
+    for name, feature in (stream.features or {}).items():  # images decoded by us, per row: errors name the file
+        if isinstance(feature, datasets.Image) and feature.decode:
+            stream = stream.cast_column(name, datasets.Image(decode=False))
+    # one read of the stream's head (in file order) for the column, the tokenizer / image statistics: every pass over
+    # parquet shards that ends early costs datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN (5 s) in datasets 5.2
+    wanted = IMAGE_STATS_ROWS if modality == "vision" else 1 if processor is not None else tokenizer_examples
+    head = list(itertools.islice(_checked_rows(stream, source), wanted))
+    if not head:
+        raise ValueError(f"{source} holds no rows: give shards with data, or another --dataset_split")
+    column = _find_column(stream, head[0], modality, column, source)
+    stream = stream.select_columns([column])
+    updates = {}
+    if modality == "text":
+        if processor is None:
+            texts = [r[column] for r in head if r[column]]
+            logger.warning("--streaming: no --processor given: training a BPE tokenizer of %d tokens on the first %d "
+                           "texts of the stream (in file order), not on all the data; pass --processor for a tokenizer "
+                           "of your own", tokenizer_vocab_size, len(texts))
+            processor = train_bpe_tokenizer([texts[i : i + 1000] for i in range(0, len(texts), 1000)],
+                                            tokenizer_vocab_size)
+        ids = _special_ids(processor)
+        updates = {"vocab_size": len(processor), **ids,
+                   "max_position_embeddings": max_seq_length + ids["pad_token_id"] + 1}
+        prepare = _Prepare("text", column, processor, max_seq_length)
+        what = f"blocks of <= {max_seq_length} tokens, vocabulary {len(processor)}"
+    else:
+        mode = _image_mode(config)
+        if processor is None:  # normalise with the statistics of the stream's first images
+            plain = _Prepare("vision", column, _image_processor(config), mode=mode)
+            pixels = []
+            for row in head:
+                try:
+                    pixels += [e["pixel_values"] for e in plain(row)]
+                except DECODE_ERRORS:
+                    continue
+            if not pixels:
+                raise ValueError(f"{source}: none of the first {IMAGE_STATS_ROWS} images can be decoded: check the "
+                                 "data")
+            processor = _image_processor(config, torch.stack(pixels))
+        prepare = _Prepare("vision", column, processor, mode=mode)
+        what = f"images -> {config.num_channels}x{config.image_size}x{config.image_size}"
+    train = StreamingExamples(stream, prepare, batch_size, seed, buffer_size, skip_bad_examples, source, rank,
+                              world_size)
+    train.first_batch = next(iter(train))[0]  # the trainer's first-batch check collates it
+    if modality == "vision":
+        _check_image_shapes(config, [e["pixel_values"] for e in train.first_batch], source)
+    return PretrainingData(train=train, processor=processor, config_updates=updates, probe=None,
+                           description=f"{source}: {what}; shuffle buffer {buffer_size}")
+
+
+__all__ = ["StreamPosition", "StreamingExamples", "load_streaming_data", "stream_batches"]
