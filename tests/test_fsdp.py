@@ -54,6 +54,7 @@ WORKER = textwrap.dedent('''
             torch.save({"teacher": teacher, "student": student, "initial": initial, "records": records,
                         "history": trainer.log_history, "teacher_updates": trainer.unwrapped.teacher.num_updates},
                        f"{out}/result.pt")
+        torch.distributed.barrier()  # rank 1 must not tear its process group down while rank 0 still writes
         end_training()
 
     acc.end_training = gather_then_end
