@@ -11,6 +11,7 @@ optimizer, and its card carries the data2vec tags (from `model.model_tags`), dat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ import torch
 from transformers import Trainer
 
 from .optimization import parameter_groups
+
+logger = logging.getLogger(__name__)
 
 
 class Data2VecTrainer(Trainer):
@@ -368,8 +371,9 @@ def audio_feature_extractor(model_name_or_path: str | None, sampling_rate: int):
     if model_name_or_path is not None:
         try:
             return AutoFeatureExtractor.from_pretrained(model_name_or_path)
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError):  # a checkpoint saved without one (e.g. a bare pretraining run): the default
+            logger.info("%s has no feature extractor: normalising clips per clip at %d Hz", model_name_or_path,
+                        sampling_rate)
     return default_feature_extractor(sampling_rate)
 
 

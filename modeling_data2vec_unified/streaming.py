@@ -32,6 +32,7 @@ from .data import (
     DECODE_ERRORS,
     LOADERS,
     BadExampleError,
+    BadExamples,
     PretrainingData,
     _check_image_shapes,
     _image_mode,
@@ -340,9 +341,7 @@ def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split
     if modality == "audio":
         raise ValueError("--streaming reads text and image tables; audio is not streamed yet: drop --streaming "
                          "(audio larger than memory is decoded per batch map-style)")
-    if skip_bad_examples is not None and not 0.0 <= skip_bad_examples < 1.0:
-        raise ValueError(f"--skip_bad_examples is the largest fraction of bad examples to skip, in [0, 1); got "
-                         f"{skip_bad_examples}")
+    BadExamples(skip_bad_examples)  # the same range check as map-style data
     if buffer_size < 1:
         raise ValueError(f"--shuffle_buffer_size must be >= 1; got {buffer_size}")
     if isinstance(processor, str):  # a path or Hub id, as map-style
