@@ -855,18 +855,31 @@ def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     return scipy.signal.resample_poly(wave, target // g, rate // g).astype(np.float32)
 
 
-def _audio_source(value: pa.Scalar) -> tuple[np.ndarray | io.BytesIO | str, int | None]:
-    """An audio cell as (array, sampling rate or None) or (a file's bytes / path for soundfile, None)."""
-    if pa.types.is_struct(value.type):
-        fields = {field.name for field in value.type}
-        if "array" in fields:
-            return _numpy(value["array"]), value["sampling_rate"].as_py() if "sampling_rate" in fields else None
-        data = value["bytes"].as_py() if "bytes" in fields else None
-        return (io.BytesIO(data) if data else value["path"].as_py()), None
+def _audio_source(value) -> tuple[np.ndarray | io.BytesIO | str, int | None]:
+    """An audio cell as (array, sampling rate or None) or (a file's bytes / path for soundfile, None). The cell is a
+    pyarrow scalar (map-style: arrays are read zero-copy) or a stream row's python value: an {"bytes", "path"} or
+    {"array", "sampling_rate"} struct, or a list of samples (a list of channels' lists: several channels)."""
+    if isinstance(value, pa.Scalar) and pa.types.is_struct(value.type):
+        value = {field.name: value[field.name] for field in value.type}  # the fields stay scalars, read below
+    if isinstance(value, dict):
+        if "array" in value:
+            return _numpy(value["array"]), _as_py(value.get("sampling_rate"))
+        data, path = _as_py(value.get("bytes")), _as_py(value.get("path"))
+        if not data and not path:
+            raise ValueError("the audio cell has neither bytes nor a path")
+        return (io.BytesIO(bytes(data)) if data else path), None  # bytes(): a stream may give a memoryview
     return _numpy(value), None
 
 
-def _numpy(value: pa.ListScalar) -> np.ndarray:
+def _as_py(value):
+    return value.as_py() if isinstance(value, pa.Scalar) else value
+
+
+def _numpy(value) -> np.ndarray:
+    if value is None or (isinstance(value, pa.Scalar) and not value.is_valid):
+        raise ValueError("the audio cell is empty")
+    if not isinstance(value, pa.Scalar):  # a python list (a stream's row), or an array
+        return np.asarray(value, dtype=np.float32)  # ragged channels fail here (ValueError): a bad example
     array = value.values.to_numpy(zero_copy_only=False)
     return np.stack(array) if array.dtype == object else array  # list<list<float>>: (channels, samples)
 
@@ -884,6 +897,8 @@ def _read_clip(value: pa.Scalar, default_rate: int) -> tuple[np.ndarray, int]:
     """A mono float32 waveform and its sampling rate; channels are averaged."""
     source, rate = _audio_source(value)
     if isinstance(source, np.ndarray):
+        if source.ndim not in (1, 2) or not source.size:
+            raise ValueError(f"an audio array is (samples,) or (channels, samples); got shape {source.shape}")
         wave = source.mean(axis=0) if source.ndim == 2 else source
         return wave.astype(np.float32), rate or default_rate
     wave, rate = soundfile.read(source, dtype="float32", always_2d=True)
@@ -987,15 +1002,22 @@ def _check_processor_rate(processor, sampling_rate: int) -> None:
                          "use one at the model's rate, or processor=None")
 
 
+def _shortest_clip(config, min_seconds: float | None) -> tuple[int, str]:
+    """(samples, its description): clips shorter than `min_seconds` or the conv feature encoder's receptive field are
+    dropped (not bad examples: they decode, but would crop a whole batch to a few frames, or to none)."""
+    sr, field = config.sampling_rate, config.receptive_field
+    least = max(field, math.ceil((min_seconds or 0.0) * sr))
+    return least, (f"{min_seconds:g} s (min_audio_seconds, --min_audio_seconds)" if least > field else
+                   f"the receptive field of the conv feature encoder ({field} samples at {sr} Hz)")
+
+
 def _prepare_audio(config, rows, column, label_column, processor, resample, seed, source, bad,
                    min_seconds: float | None = None) -> PretrainingData:
     """Scans the clips' lengths and rates (file headers only), refuses or resamples other rates, drops clips shorter
     than `min_seconds` or the conv feature encoder's receptive field, and decodes the rest: once, up front, when small
     (`_in_memory_if_small`), else per batch."""
     sr, field = config.sampling_rate, config.receptive_field
-    least = max(field, math.ceil((min_seconds or 0.0) * sr))
-    shortest = (f"{min_seconds:g} s (min_audio_seconds, --min_audio_seconds)" if least > field else
-                f"the receptive field of the conv feature encoder ({field} samples at {sr} Hz)")
+    least, shortest = _shortest_clip(config, min_seconds)
     processor = processor if processor is not None else default_feature_extractor(sr)
     _check_processor_rate(processor, sr)
     table = rows.select_columns([column]).with_format("arrow")

@@ -1,6 +1,10 @@
 """`--streaming`: pretraining examples read as a `datasets` `IterableDataset` (a Hub id or local files: json / jsonl,
-csv, parquet, text), shuffled with a buffer, split across processes (`split_dataset_by_node`) and DataLoader workers
-(datasets gives each worker its own shards), prepared a row at a time in the worker that reads it.
+csv, parquet, text, webdataset .tar), shuffled with a buffer, split across processes (`split_dataset_by_node`) and
+DataLoader workers (datasets gives each worker its own shards), prepared a row at a time in the worker that reads it:
+text tokenized into blocks, images decoded and processed, audio clips decoded with soundfile (file bytes / paths, or
+arrays; never torchcodec: `datasets.Audio` columns are read as plain {"bytes", "path"} structs), averaged to mono,
+resampled to the model's rate and normalised; clips shorter than --min_audio_seconds (or the receptive field) are
+dropped and counted, as map-style.
 
 The stream position is exact and part of the checkpoint. Each (process, worker) stream is a pure function of (seed,
 epoch): `datasets` shuffles the shard order and the buffer from the seed and `set_epoch`. A worker's position is
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 
@@ -35,12 +40,18 @@ from .data import (
     BadExamples,
     PretrainingData,
     _check_image_shapes,
+    _check_processor_rate,
     _image_mode,
     _image_processor,
     _plausible_hub_id,
     _process_images,
+    _read_clip,
+    _resample,
+    _shortest_clip,
     _special_ids,
+    _normalize_clip,
     _to_pil,
+    default_feature_extractor,
     train_bpe_tokenizer,
 )
 from .masking import SeededBatch
@@ -52,6 +63,7 @@ STREAM_LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": 
 STREAM_SEED_TAG = 10**6 + 1  # SeededBatch seeds (seed, tag, micro-batch, rank): apart from map-style's (seed, epoch, ..)
 MIN_ROWS_FOR_FRACTION = 100  # --skip_bad_examples: the fraction counts over at least this many rows
 IMAGE_STATS_ROWS = 256  # images: the default processor normalises with the statistics of the stream's first images
+AUDIO_STRUCT = datasets.Features({"bytes": datasets.Value("binary"), "path": datasets.Value("string")})
 
 
 @dataclass
@@ -64,6 +76,7 @@ class StreamPosition:
     batches: int = 0  # batches this worker emitted over the run
     seen: int = 0  # rows prepared over the run
     bad: int = 0  # rows skipped as undecodable over the run
+    short: int = 0  # audio: clips dropped as too short over the run (not bad: logged, never stop the run)
 
 
 def _source_files(dataset: str, split: str) -> tuple[str, list[str]] | None:
@@ -84,13 +97,15 @@ def _source_files(dataset: str, split: str) -> tuple[str, list[str]] | None:
     if not files:
         raise ValueError(
             f"--streaming: {dataset} holds no data files" + (f" of split {split!r}" if split != "train" else "")
-            + f": looked for {' '.join(STREAM_LOADERS)} shards (image / audio folders stream as a table: put the files' "
-            "bytes in parquet shards), or drop --streaming to read it map-style")
+            + f": looked for {' '.join(STREAM_LOADERS)} shards (a folder of image / audio files streams once its files "
+            "are in parquet shards as a {'bytes', 'path'} column, or in webdataset .tar shards), or drop --streaming "
+            "to read it map-style")
     kinds = sorted({STREAM_LOADERS.get(f.suffix.lower(), f.suffix) for f in files})
     if len(kinds) > 1 or kinds[0] not in STREAM_LOADERS.values():
         if any(LOADERS.get(f.suffix.lower()) in ("imagefolder", "audio") for f in files):
-            raise ValueError(f"--streaming: {dataset} is a file of images / audio, not a table: put the files' bytes "
-                             "in parquet shards (a column of {'bytes', 'path'}), or drop --streaming")
+            raise ValueError(f"--streaming: {dataset} holds image / audio files, not shards: put the files' bytes in "
+                             "parquet shards (a column of {'bytes', 'path'}) or in webdataset .tar shards, or drop "
+                             "--streaming")
         raise ValueError(f"--streaming: {dataset} mixes {' / '.join(kinds)} files: point --dataset at shards of one "
                          "format")
     return kinds[0], [str(f) for f in files]
@@ -159,6 +174,8 @@ def _find_column(stream: datasets.IterableDataset, first: dict, modality: str, c
     found = [c for c in COLUMN_NAMES[modality] if c in names]
     if modality == "vision":
         found += [c for c in names if isinstance(first[c], dict) and "bytes" in first[c]]
+    elif modality == "audio":  # file structs (webdataset: a column per extension, "wav" / "flac"), or arrays
+        found += [c for c in names if isinstance(first[c], dict) and ({"bytes", "array"} & set(first[c]))]
     elif modality == "text":
         found += [c for c in names if isinstance(first[c], str)]
     if not found:
@@ -167,15 +184,29 @@ def _find_column(stream: datasets.IterableDataset, first: dict, modality: str, c
     return found[0]
 
 
-class _Prepare:
-    """One raw row -> its examples (text: blocks of `max_seq_length` tokens, no joining across rows; images: one)."""
+class AudioRateError(ValueError):
+    """A clip at another rate than the model's with --no_resample_audio: the run stops (it is not a bad example)."""
 
-    def __init__(self, modality, column, processor, max_seq_length=128, mode="RGB"):
+
+class ShortClip(Exception):
+    """A clip shorter than the shortest kept: dropped and counted, not a bad example (it decodes)."""
+
+
+class _Prepare:
+    """One raw row -> its examples (text: blocks of `max_seq_length` tokens, no joining across rows; images, audio:
+    one; a clip too short raises ShortClip)."""
+
+    def __init__(self, modality, column, processor, max_seq_length=128, mode="RGB", config=None, resample=True,
+                 min_seconds=None):
         self.modality, self.column, self.processor = modality, column, processor
         self.max_seq_length, self.mode = max_seq_length, mode
         if modality == "text":
             ids = _special_ids(processor)
             self.bos, self.eos = ids["bos_token_id"], ids["eos_token_id"]
+        if modality == "audio":
+            self.sampling_rate, self.resample = config.sampling_rate, resample
+            self.least, self.shortest = _shortest_clip(config, min_seconds)
+            self.rates = set()  # other rates met by this worker (logged once each)
 
     def __call__(self, row: dict) -> list[dict]:
         value = row[self.column]
@@ -186,18 +217,37 @@ class _Prepare:
             block = self.max_seq_length - 2
             return [{"input_ids": torch.tensor([self.bos, *ids[i : i + block], self.eos])}
                     for i in range(0, len(ids), block)]
+        if self.modality == "audio":
+            return [{"input_values": self._clip(value)}]
         if isinstance(value, dict) and "bytes" in value and not isinstance(value["bytes"], (bytes, type(None))):
             value = {**value, "bytes": bytes(value["bytes"])}
         image = _to_pil(value)
         image.load()  # a truncated file fails here
         return [{"pixel_values": p} for p in _process_images(self.processor, [image.convert(self.mode)])]
 
+    def _clip(self, value) -> np.ndarray:
+        """As map-style `_Audio`: decoded (data.py's `_read_clip`: soundfile or arrays), mono, resampled, normalised."""
+        wave, rate = _read_clip(value, self.sampling_rate)
+        sr = self.sampling_rate
+        if rate != sr and not self.resample:
+            raise AudioRateError(f"{_value_name(value) or 'a clip'} is audio at {rate} Hz but the model expects "
+                                 f"{sr} Hz (config.sampling_rate): resample the audio, or drop --no_resample_audio "
+                                 "(--resample_audio)")
+        if rate != sr and rate not in self.rates:
+            self.rates.add(rate)
+            logger.warning("--streaming: resampling audio at %d Hz (first: %s) to %d Hz (config.sampling_rate)", rate,
+                           _value_name(value) or "no path", sr)
+        if math.ceil(len(wave) * sr / rate) < self.least:  # before resampling: a dropped clip costs no resampling
+            raise ShortClip
+        return _normalize_clip(self.processor, _resample(wave, rate, sr), sr)
+
+
+def _value_name(value) -> str | None:
+    return str(value["path"]) if isinstance(value, dict) and value.get("path") else None
+
 
 def _row_name(row: dict, column: str, index: int, epoch: int) -> str:
-    value = row.get(column)
-    if isinstance(value, dict) and value.get("path"):
-        return str(value["path"])
-    return f"row {index} of epoch {epoch} of this worker's stream"
+    return _value_name(row.get(column)) or f"row {index} of epoch {epoch} of this worker's stream"
 
 
 class StreamingExamples(torch.utils.data.IterableDataset):
@@ -238,10 +288,11 @@ class StreamingExamples(torch.utils.data.IterableDataset):
                     index += 1
                     made = self._examples(row, pos, index, count=False)
                     pending = [(e, index, j + 1, len(made)) for j, e in enumerate(made)][pos.emitted :]
-            any_row = index > 0
+            any_row, whole, examples, short, bad = index > 0, index == 0, 0, pos.short, pos.bad
             for row in rows:
                 index, any_row = index + 1, True
                 made = self._examples(row, pos, index)
+                examples += len(made)
                 pending += [(e, index, j + 1, len(made)) for j, e in enumerate(made)]
                 while len(pending) >= self.batch_size:
                     batch, pending = pending[: self.batch_size], pending[self.batch_size :]
@@ -256,6 +307,12 @@ class StreamingExamples(torch.utils.data.IterableDataset):
                     f"{self.source}: process {self.rank} DataLoader worker {worker} got no rows (the stream has "
                     f"{self.n_shards} shard(s) for {self.world_size} process(es) x {workers} worker(s)): use at most "
                     f"{max(self.n_shards // max(self.world_size, 1), 1)} --dataloader_num_workers, or more shards")
+            if whole and examples < self.batch_size:  # else the next epochs would give no batch either: forever
+                raise ValueError(
+                    f"{self.source}: an epoch of process {self.rank} DataLoader worker {worker}'s stream ({index} rows"
+                    f"; {pos.short - short} clip(s) too short, {pos.bad - bad} bad) gave {examples} example(s), fewer "
+                    f"than a batch of {self.batch_size}: give more data, a smaller --per_device_train_batch_size"
+                    + (", or a smaller --min_audio_seconds" if pos.short > short else ""))
             pos.epoch, pos.rows, pos.emitted = pos.epoch + 1, 0, 0  # the epoch's last partial batch is dropped
 
     def _rows(self):
@@ -266,6 +323,17 @@ class StreamingExamples(torch.utils.data.IterableDataset):
             pos.seen += 1
         try:
             return self.prepare(row)
+        except AudioRateError:  # a ValueError, but not a bad example: the run stops, naming the fix
+            raise
+        except ShortClip:
+            if count:
+                pos.short += 1
+                if pos.short & (pos.short - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...: a few lines however long the run
+                    logger.warning("--streaming: dropped %d of %d clips seen by this worker shorter than %s (the "
+                                   "last: %s)", pos.short, pos.seen, self.prepare.shortest,  # strings: a log
+                                   # record holding the exception would keep its frames and the stream open
+                                   _row_name(row, self.prepare.column, index, pos.epoch))
+            return []
         except DECODE_ERRORS as error:
             if not count:
                 return []
@@ -334,28 +402,27 @@ def stream_batches(examples: StreamingExamples, collator, num_workers: int, star
 def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split="train", processor=None,
                         column=None, max_seq_length=128, tokenizer_vocab_size=2048, tokenizer_examples=10_000,
                         cache_dir=None, skip_bad_examples=None, batch_size=8, seed=0, buffer_size=1000,
-                        rank=0, world_size=1) -> PretrainingData:
+                        rank=0, world_size=1, resample_audio=True, min_audio_seconds=None) -> PretrainingData:
     """`PretrainingData` whose `train` is a `StreamingExamples` (no length; no probe: streaming has no labelled
-    held-out set)."""
+    held-out set). Audio: `resample_audio` and `min_audio_seconds` as `load_pretraining_data`'s, applied per row."""
     modality = config.modality
-    if modality == "audio":
-        raise ValueError("--streaming reads text and image tables; audio is not streamed yet: drop --streaming "
-                         "(audio larger than memory is decoded per batch map-style)")
     BadExamples(skip_bad_examples)  # the same range check as map-style data
     if buffer_size < 1:
         raise ValueError(f"--shuffle_buffer_size must be >= 1; got {buffer_size}")
     if isinstance(processor, str):  # a path or Hub id, as map-style
-        from transformers import AutoImageProcessor, AutoTokenizer
+        from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
 
-        processor = (AutoTokenizer if modality == "text" else AutoImageProcessor).from_pretrained(
-            processor, cache_dir=cache_dir)
+        auto = {"text": AutoTokenizer, "vision": AutoImageProcessor, "audio": AutoFeatureExtractor}[modality]
+        processor = auto.from_pretrained(processor, cache_dir=cache_dir)
     stream, source = open_stream(dataset, dataset_config_name, split, cache_dir, skip_bad_examples)
-    for name, feature in (stream.features or {}).items():  # images decoded by us, per row: errors name the file
+    for name, feature in (stream.features or {}).items():  # images / audio decoded by us, per row: errors name the file
         if isinstance(feature, datasets.Image) and feature.decode:
             stream = stream.cast_column(name, datasets.Image(decode=False))
+        elif isinstance(feature, datasets.Audio):  # even Audio(decode=False) wants torchcodec (to encode webdataset's
+            stream = stream.cast_column(name, AUDIO_STRUCT)  # members) in datasets 4-5: read as a plain struct
     # one read of the stream's head (in file order) for the column, the tokenizer / image statistics: every pass over
     # parquet shards that ends early costs datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN (5 s) in datasets 5.2
-    wanted = IMAGE_STATS_ROWS if modality == "vision" else 1 if processor is not None else tokenizer_examples
+    wanted = {"vision": IMAGE_STATS_ROWS, "text": tokenizer_examples if processor is None else 1}.get(modality, 1)
     head = list(itertools.islice(_checked_rows(stream, source), wanted))
     if not head:
         raise ValueError(f"{source} holds no rows: give shards with data, or another --dataset_split")
@@ -375,6 +442,14 @@ def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split
                    "max_position_embeddings": max_seq_length + ids["pad_token_id"] + 1}
         prepare = _Prepare("text", column, processor, max_seq_length)
         what = f"blocks of <= {max_seq_length} tokens, vocabulary {len(processor)}"
+    elif modality == "audio":
+        sr = config.sampling_rate
+        processor = processor if processor is not None else default_feature_extractor(sr)
+        _check_processor_rate(processor, sr)
+        prepare = _Prepare("audio", column, processor, config=config, resample=resample_audio,
+                           min_seconds=min_audio_seconds)
+        what = (f"clips at {sr} Hz ({'resampled' if resample_audio else 'other rates refused'}; shorter than "
+                f"{prepare.shortest} dropped)")
     else:
         mode = _image_mode(config)
         if processor is None:  # normalise with the statistics of the stream's first images

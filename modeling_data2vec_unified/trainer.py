@@ -583,6 +583,7 @@ class Data2VecPretrainer:
                 skip_bad_examples=args.skip_bad_examples, batch_size=args.per_device_train_batch_size,
                 seed=args.seed, buffer_size=args.shuffle_buffer_size,
                 rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+                resample_audio=args.resample_audio, min_audio_seconds=args.min_audio_seconds,
             )
         if data is None:
             from .data import load_pretraining_data

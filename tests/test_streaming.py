@@ -12,11 +12,12 @@ import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import soundfile
 import torch
 from safetensors.torch import load_file
 
 import modeling_data2vec_unified as d2v
-from modeling_data2vec_unified.data import BadExampleError
+from modeling_data2vec_unified.data import BadExampleError, synthesize_sounds
 from modeling_data2vec_unified.streaming import StreamingExamples, open_stream, stream_batches
 from modeling_data2vec_unified.trainer import cli
 
@@ -79,6 +80,31 @@ def write_image_shards(folder, shards=4, rows=24, bad=()):
     return folder
 
 
+AUDIO_FLAGS = ["--modality", "audio", "--streaming", "--max_audio_seconds", "0.5", "--min_audio_seconds", "0.5",
+               "--shuffle_buffer_size", "8"]
+
+
+def wav(wave, rate) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave, rate, format="WAV")
+    return buffer.getvalue()
+
+
+def write_audio_shards(folder, shards=2, rows=8, bad=(), short=(), slow=()):
+    """Parquet shards of {"audio": {"bytes", "path"}}: WAV files of `synthesize_sounds`' clips (1-2 s at 16 kHz);
+    (shard, row) pairs in `bad`: bytes that are not audio; in `short`: cut to 0.2 s; in `slow`: at 8 kHz."""
+    clips, _ = synthesize_sounds(shards * rows, 16000)
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(shards):
+        cells = []
+        for i, clip in enumerate(clips[s * rows : (s + 1) * rows]):
+            clip, rate = (clip[:3200], 16000) if (s, i) in short else (clip[::2], 8000) if (s, i) in slow else (
+                clip, 16000)
+            cells.append({"bytes": b"not a wav" if (s, i) in bad else wav(clip, rate), "path": f"clip-{s}-{i}.wav"})
+        pq.write_table(pa.table({"audio": cells}), folder / f"shard-{s}.parquet")
+    return folder
+
+
 class _Rows:
     """A `_Prepare` stand-in: each row is its own example (its text)."""
 
@@ -118,11 +144,17 @@ def _weights(path):
     return load_file(path / "model.safetensors")
 
 
-def test_text_stream_resumes_exactly(tmp_path):
-    """Stopped at step 3 (a text row's blocks half emitted, so the position is inside a row), resumed: the same
-    weights as the uninterrupted run; and without the stream position restored, not."""
-    folder = write_text_shards(tmp_path / "text")
-    flags = dict(modality="text", streaming=True, dataset=str(folder), max_seq_length=32, tokenizer_vocab_size=300,
+@pytest.mark.parametrize("modality", ["text", "audio"])
+def test_stream_resumes_exactly(tmp_path, modality):
+    """Stopped at step 3 (text: a row's blocks half emitted, so the position is inside a row; audio: over an epoch's
+    end, short clips dropped), resumed: the same weights as the uninterrupted run."""
+    if modality == "text":
+        folder = write_text_shards(tmp_path / "text")
+        data = dict(max_seq_length=32, tokenizer_vocab_size=300)
+    else:  # 2 x 8 clips, 2 dropped: 3 batches of 4 per epoch
+        folder = write_audio_shards(tmp_path / "clips", short={(0, 2), (1, 5)}, slow={(1, 1)})
+        data = dict(max_audio_seconds=0.5, min_audio_seconds=0.5)
+    flags = dict(modality=modality, streaming=True, dataset=str(folder), **data,
                  shuffle_buffer_size=8, max_steps=8, save_steps=3, per_device_train_batch_size=4,
                  report_to="none", disable_tqdm=True, logging_steps=4, probe=False)
     d2v.Data2VecPretrainer(d2v.PretrainingArguments(output_dir=str(tmp_path / "full"), **flags)).train()
@@ -166,17 +198,23 @@ def test_resume_with_other_workers_is_refused(tmp_path, capsys):
     assert "Resume with --dataloader_num_workers 0" in capsys.readouterr().err
 
 
-def test_bad_images_stop_the_run_or_are_skipped_and_counted(tmp_path, capsys, caplog):
-    folder = write_image_shards(tmp_path / "images", bad={(1, 3)})
-    base = ["--dataset", str(folder), "--streaming", "--max_steps", "12", "--per_device_train_batch_size", "8",
-            "--config_overrides", "image_size=12,patch_size=4,num_channels=1", *QUICK]
+@pytest.mark.parametrize("modality", ["vision", "audio"])
+def test_bad_images_and_clips_stop_the_run_or_are_skipped_and_counted(tmp_path, capsys, caplog, modality):
+    if modality == "vision":
+        folder, name = write_image_shards(tmp_path / "images", bad={(1, 3)}), "img-1-3.png"
+        base = ["--streaming", "--max_steps", "12", "--per_device_train_batch_size", "8", "--config_overrides",
+                "image_size=12,patch_size=4,num_channels=1"]
+    else:  # an epoch: 4 batches of 4 (and the bad clip); the 5th step reads all of it
+        folder, name = write_audio_shards(tmp_path / "clips", rows=9, bad={(1, 3)}), "clip-1-3.wav"
+        base = [*AUDIO_FLAGS, "--max_steps", "5", "--per_device_train_batch_size", "4"]
+    base = ["--dataset", str(folder), *base, *QUICK]
     with pytest.raises(SystemExit):
         cli([*base, "--output_dir", str(tmp_path / "stop")])
     err = capsys.readouterr().err
-    assert "img-1-3.png cannot be decoded" in err and "--skip_bad_examples" in err
+    assert f"{name} cannot be decoded" in err and "--skip_bad_examples" in err
     with caplog.at_level(logging.WARNING):
         cli([*base, "--output_dir", str(tmp_path / "skip"), "--skip_bad_examples", "0.05"])
-    assert any("skipped img-1-3.png" in r.getMessage() and "1 bad example(s)" in r.getMessage()
+    assert any(f"skipped {name}" in r.getMessage() and "1 bad example(s)" in r.getMessage()
                for r in caplog.records)
     assert (tmp_path / "skip" / "model.safetensors").is_file()
 
@@ -312,4 +350,81 @@ def test_webdataset_tar_shards_stream(tmp_path):
     cli(["--dataset", str(folder), "--streaming", "--max_steps", "3", "--per_device_train_batch_size", "8",
          "--config_overrides", "image_size=12,patch_size=4,num_channels=1", "--output_dir", str(tmp_path / "out"),
          *QUICK])
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+# ---- audio -----------------------------------------------------------------------------------------------------
+
+
+def _one_epoch(train: StreamingExamples) -> list[np.ndarray]:
+    """The examples of epoch 0 (batch size 1, no workers)."""
+    out = []
+    for batch, _, position in train:
+        if position.epoch:
+            return out
+        out += [e["input_values"] for e in batch]
+
+
+@pytest.mark.filterwarnings("ignore:.*resampling audio from 8000 Hz")  # map-style's (the stream logs its own)
+def test_audio_stream_drops_short_clips_resamples_and_equals_map_style(tmp_path, caplog):
+    """Parquet shards of WAV bytes: an epoch of the stream holds exactly map-style's examples (the clip at 8 kHz
+    resampled, the two 0.2 s clips dropped and counted in the log); the trainer pretrains on it."""
+    from conftest import tiny_config
+
+    folder = write_audio_shards(tmp_path / "clips", short={(0, 2), (1, 5)}, slow={(1, 1)})
+    with caplog.at_level(logging.WARNING):
+        data = d2v.streaming.load_streaming_data(tiny_config("audio"), str(folder), batch_size=1,
+                                                 min_audio_seconds=0.5, buffer_size=4)
+        streamed = _one_epoch(data.train)
+    with pytest.warns(UserWarning, match="dropped 2 of 16 clips shorter than 0.5 s"):
+        mapped = d2v.load_pretraining_data(tiny_config("audio"), str(folder), min_audio_seconds=0.5,
+                                           cache_dir=str(tmp_path / "cache")).train
+    expected = sorted((e["input_values"] for e in mapped), key=len)
+    streamed = sorted(streamed, key=len)
+    assert len(streamed) == 14 and [len(w) for w in streamed] == [len(w) for w in expected]
+    assert all(np.array_equal(a, b) and a.dtype == np.float32 for a, b in zip(streamed, expected))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("resampling audio at 8000 Hz (first: clip-1-1.wav)" in m for m in messages)
+    assert any("dropped 2 of 16 clips seen by this worker shorter than 0.5 s" in m and "clip-1-5.wav" in m
+               for m in messages), messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        cli(["--dataset", str(folder), *AUDIO_FLAGS, "--max_steps", "3", "--per_device_train_batch_size", "4",
+             "--output_dir", str(tmp_path / "out"), *QUICK])
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert any("--streaming: dropped 1 of" in r.getMessage() for r in caplog.records)
+
+
+def test_audio_stream_errors_name_the_fix(tmp_path, capsys):
+    """--no_resample_audio with a clip at another rate stops the run (not a bad example, even with
+    --skip_bad_examples); clips all too short stop it instead of streaming epochs of nothing forever."""
+    folder = write_audio_shards(tmp_path / "slow", shards=1, rows=4, slow={(0, 0)})
+    base = ["--dataset", str(folder), *AUDIO_FLAGS, "--max_steps", "2", "--per_device_train_batch_size", "4", *QUICK]
+    with pytest.raises(SystemExit):
+        cli([*base, "--output_dir", str(tmp_path / "out"), "--no_resample_audio", "--skip_bad_examples", "0.5"])
+    err = capsys.readouterr().err
+    assert "clip-0-0.wav is audio at 8000 Hz but the model expects 16000 Hz" in err and "--no_resample_audio" in err
+    with pytest.raises(SystemExit):
+        cli([*base, "--output_dir", str(tmp_path / "out2"), "--min_audio_seconds", "3"])
+    err = capsys.readouterr().err
+    assert "4 clip(s) too short" in err and "a smaller --min_audio_seconds" in err, err
+
+
+def test_webdataset_tar_of_wav_files_streams(tmp_path):
+    """datasets' webdataset builder declares .wav members an Audio feature, which wants torchcodec even undecoded:
+    they are read as {"bytes", "path"} structs, decoded with soundfile."""
+    import tarfile
+
+    clips, _ = synthesize_sounds(16, 16000)
+    folder = tmp_path / "tars"
+    folder.mkdir()
+    for s in range(2):
+        with tarfile.open(folder / f"shard-{s}.tar", "w") as tar:
+            for i, clip in enumerate(clips[8 * s : 8 * s + 8]):
+                for name, data in ((f"{s}-{i:04d}.wav", wav(clip, 16000)), (f"{s}-{i:04d}.json", b'{"label": 1}')):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    cli(["--dataset", str(folder), *AUDIO_FLAGS, "--max_steps", "2", "--per_device_train_batch_size", "4",
+         "--output_dir", str(tmp_path / "out"), *QUICK])
     assert (tmp_path / "out" / "model.safetensors").is_file()
