@@ -146,13 +146,13 @@ def _weights(path):
 
 @pytest.mark.parametrize("modality", ["text", "audio"])
 def test_stream_resumes_exactly(tmp_path, modality):
-    """Stopped at step 3 (text: a row's blocks half emitted, so the position is inside a row; audio: over an epoch's
-    end, short clips dropped), resumed: the same weights as the uninterrupted run."""
+    """Stopped at step 3 (text: a row's blocks half emitted, so the position is inside a row; audio: short clips
+    dropped on the way), resumed: the same weights as the uninterrupted run."""
     if modality == "text":
         folder = write_text_shards(tmp_path / "text")
         data = dict(max_seq_length=32, tokenizer_vocab_size=300)
-    else:  # 2 x 8 clips, 2 dropped: 3 batches of 4 per epoch
-        folder = write_audio_shards(tmp_path / "clips", short={(0, 2), (1, 5)}, slow={(1, 1)})
+    else:  # 2 x 12 clips, 2 dropped: 5 batches of 4 per epoch (step 3: mid-epoch)
+        folder = write_audio_shards(tmp_path / "clips", rows=12, short={(0, 2), (1, 5)}, slow={(1, 1)})
         data = dict(max_audio_seconds=0.5, min_audio_seconds=0.5)
     flags = dict(modality=modality, streaming=True, dataset=str(folder), **data,
                  shuffle_buffer_size=8, max_steps=8, save_steps=3, per_device_train_batch_size=4,
@@ -412,7 +412,7 @@ def test_audio_stream_errors_name_the_fix(tmp_path, capsys):
 
 def test_webdataset_tar_of_wav_files_streams(tmp_path):
     """datasets' webdataset builder declares .wav members an Audio feature, which wants torchcodec even undecoded:
-    they are read as {"bytes", "path"} structs, decoded with soundfile."""
+    they are read as {"bytes", "path"} structs, decoded with soundfile (here in DataLoader workers)."""
     import tarfile
 
     clips, _ = synthesize_sounds(16, 16000)
@@ -425,6 +425,6 @@ def test_webdataset_tar_of_wav_files_streams(tmp_path):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
-    cli(["--dataset", str(folder), *AUDIO_FLAGS, "--max_steps", "2", "--per_device_train_batch_size", "4",
-         "--output_dir", str(tmp_path / "out"), *QUICK])
+    cli(["--dataset", str(folder), *AUDIO_FLAGS, "--max_steps", "3", "--per_device_train_batch_size", "4",
+         "--dataloader_num_workers", "2", "--output_dir", str(tmp_path / "out"), *QUICK])  # a shard per worker
     assert (tmp_path / "out" / "model.safetensors").is_file()
