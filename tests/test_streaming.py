@@ -1,6 +1,7 @@
-"""--streaming: local json / parquet shards read as a datasets IterableDataset; shards split across processes and
-workers without duplicates; exact resume (in-process stop, and kill -9 with DataLoader workers); bad images and shards;
-clear errors."""
+"""--streaming: local json / parquet / webdataset shards read as a datasets IterableDataset; shards split across
+processes and workers without duplicates; exact resume (in-process stop, and kill -9 with DataLoader workers); audio
+(each storage equal to map-style's examples, short clips dropped, other rates resampled or refused); bad images, clips
+and shards; clear errors."""
 
 import gc
 import io
@@ -393,6 +394,37 @@ def test_audio_stream_drops_short_clips_resamples_and_equals_map_style(tmp_path,
              "--output_dir", str(tmp_path / "out"), *QUICK])
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert any("--streaming: dropped 1 of" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.filterwarnings("ignore:.*resampling audio from 8000 Hz")
+@pytest.mark.parametrize("storage", ["wav bytes + Audio feature", "arrays", "float lists"])
+def test_audio_stream_of_each_storage_equals_map_style(tmp_path, storage):
+    """A parquet file as a Hub dataset stores audio (an `Audio` feature: torchcodec if datasets decoded it), arrays
+    with their rate (stereo: averaged), or float lists at the model's rate: the stream's examples are map-style's."""
+    import datasets
+
+    from conftest import tiny_config
+
+    clips, _ = synthesize_sounds(4, 16000)
+    if storage.startswith("wav bytes"):
+        column, cells = "audio", [{"bytes": wav(c, 16000), "path": f"{i}.wav"} for i, c in enumerate(clips)]
+    elif storage == "arrays":  # one at 8 kHz (resampled), one stereo
+        column = "speech"
+        cells = [{"array": [c.tolist()] * (1 + (i == 1)), "sampling_rate": 8000 if i == 2 else 16000}
+                 for i, c in enumerate(clips)]
+    else:
+        column, cells = "input_values", [c.tolist() for c in clips]
+    table = pa.table({column: cells})
+    if storage.endswith("Audio feature"):
+        features = datasets.Features({column: datasets.Audio()})
+        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features.to_dict()}})})
+    pq.write_table(table, tmp_path / "clips.parquet")
+    config = tiny_config("audio")
+    data = d2v.streaming.load_streaming_data(config, str(tmp_path / "clips.parquet"), batch_size=1)
+    streamed = sorted(_one_epoch(data.train), key=len)
+    mapped = d2v.load_pretraining_data(config, str(tmp_path / "clips.parquet"), cache_dir=str(tmp_path / "cache"))
+    expected = sorted((e["input_values"] for e in mapped.train), key=len)
+    assert len(streamed) == 4 and all(np.array_equal(a, b) for a, b in zip(streamed, expected))
 
 
 def test_audio_stream_errors_name_the_fix(tmp_path, capsys):
