@@ -296,6 +296,25 @@ def _worker_id() -> int | None:
     return None if info is None else info.id
 
 
+TEXT_LENGTH_BUCKETS = 4  # bucket_lengths: text pads to one of 4 lengths
+AUDIO_BUCKETS_PER_OCTAVE = 4  # bucket_lengths: audio lengths 2^k (1 + j / 4)
+
+
+def audio_length_bucket(n: int, up: bool = False) -> int:
+    """The largest length <= n (`up`: the smallest >= n) of the form 2^k (1 + j / 4), j in 0..3 (exact integers for
+    n >= 4): `AUDIO_BUCKETS_PER_OCTAVE` lengths per doubling."""
+    if n < 2 * AUDIO_BUCKETS_PER_OCTAVE:
+        return n
+    base = 1 << (n.bit_length() - 1)  # 2^k <= n < 2^(k + 1)
+    step = base // AUDIO_BUCKETS_PER_OCTAVE
+    return (-(-n // step) if up else n // step) * step
+
+
+def text_max_length(config) -> int:
+    """The longest token sequence the text model takes (its learned positions start after the padding index)."""
+    return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+
+
 class DataCollatorForData2VecPretraining:
     """Pads a list of examples into a batch and draws the modality's masks from a seeded generator.
 
@@ -307,6 +326,11 @@ class DataCollatorForData2VecPretraining:
     Audio: `audio_crop="shortest"` (data2vec's default) crops every clip to the batch's shortest at a random
     offset, so nothing is padded; `"pad"` pads to the longest and returns `attention_mask` (padding-aware
     targets). `pad_to_multiple_of` pads text (tokens) and padded audio (samples) further.
+
+    `bucket_lengths` (`--torch_compile`) brings variable lengths to a few shapes, so that a compiled model recompiles
+    a bounded number of times: text pads to the next of `TEXT_LENGTH_BUCKETS` equal steps up to the model's longest
+    sequence; audio crops ("shortest") down to, or pads ("pad") up to, a length of the form 2^k (1 + j / 4) samples
+    (`AUDIO_BUCKETS_PER_OCTAVE` = 4 lengths per doubling: a crop keeps at least 80% of the shortest clip).
     """
 
     def __init__(
@@ -317,6 +341,7 @@ class DataCollatorForData2VecPretraining:
         pad_to_multiple_of: int | None = None,
         max_audio_samples: int | None = None,
         image_augment: str | None = None,
+        bucket_lengths: bool = False,
     ):
         if audio_crop not in ("shortest", "pad"):
             raise ValueError(f"audio_crop must be 'shortest' or 'pad'; got {audio_crop!r}")
@@ -325,6 +350,7 @@ class DataCollatorForData2VecPretraining:
         self.seed = seed
         self.audio_crop = audio_crop
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.bucket_lengths = bucket_lengths
         if max_audio_samples is not None and max_audio_samples < config.receptive_field:
             raise ValueError(
                 f"max_audio_samples ({max_audio_samples}) is shorter than the conv feature encoder's receptive "
@@ -388,10 +414,18 @@ class DataCollatorForData2VecPretraining:
         m = self.pad_to_multiple_of
         return n if not m else -(-n // m) * m
 
+    def _text_length(self, n: int) -> int:
+        n = self._pad_length(n)
+        if not self.bucket_lengths:
+            return n
+        longest = text_max_length(self.config)
+        step = -(-longest // TEXT_LENGTH_BUCKETS)
+        return n if n > longest else min(-(-n // step) * step, longest)
+
     def _collate_text(self, sequences: list) -> dict[str, torch.Tensor]:
         c = self.config
         seqs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in sequences]
-        T = self._pad_length(max(len(s) for s in seqs))
+        T = self._text_length(max(len(s) for s in seqs))
         if T == 0:
             raise ValueError("every example has an empty input_ids: the batch has no real tokens")
         ids = np.full((len(seqs), T), c.pad_token_id, dtype=np.int64)
@@ -434,9 +468,12 @@ class DataCollatorForData2VecPretraining:
             lengths = [len(w) for w in waves]
         if self.audio_crop == "shortest":  # a random crop of every clip to the shortest one (data2vec)
             n = min(lengths)
+            if self.bucket_lengths and audio_length_bucket(n) >= need:
+                n = audio_length_bucket(n)
             starts = [int(rng.integers(0, len(w) - n + 1)) for w in waves]
             return {"input_values": torch.from_numpy(np.stack([w[s : s + n] for w, s in zip(waves, starts)]))}
         S = self._pad_length(max(lengths))
+        S = audio_length_bucket(S, up=True) if self.bucket_lengths else S
         values = np.zeros((len(waves), S), dtype=np.float32)
         attention = np.zeros((len(waves), S), dtype=np.int64)
         for i, w in enumerate(waves):

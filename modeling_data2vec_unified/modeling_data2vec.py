@@ -199,7 +199,7 @@ class Data2VecDropPath(nn.Module):
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
+        if not self.training or self.p == 0.0:  # (in this order, a compiled eval-mode layer never reads `p`)
             return x
         keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
         return x * keep / (1 - self.p)
@@ -535,6 +535,16 @@ class Data2VecAudioConvLayer(nn.Module):
         return self.act(self.layer_norm(x.transpose(1, 2)).transpose(1, 2))
 
 
+class Data2VecAudioFeatureEncoder(nn.ModuleList):
+    """The conv feature encoder's layers (state-dict keys `feature_extractor.N.*`, as a plain list): (B, 1, S) ->
+    (B, conv_dim[-1], frames). A module of its own so that `--torch_compile` compiles the stack as one region."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self:
+            x = conv(x)
+        return x
+
+
 class Data2VecAudioPositionalConvLayer(nn.Module):
     def __init__(self, config: Data2VecConfig):
         super().__init__()
@@ -561,7 +571,7 @@ class Data2VecAudioFrontEnd(nn.Module):
     def __init__(self, config: Data2VecConfig):
         super().__init__()
         self.config = config
-        self.feature_extractor = nn.ModuleList(
+        self.feature_extractor = Data2VecAudioFeatureEncoder(
             [Data2VecAudioConvLayer(config, i) for i in range(config.num_feat_extract_layers)]
         )
         self.feature_layer_norm = nn.LayerNorm(config.conv_dim[-1], eps=config.layer_norm_eps)
@@ -581,9 +591,7 @@ class Data2VecAudioFrontEnd(nn.Module):
 
     def extract_features(self, input_values: torch.Tensor) -> torch.Tensor:
         """(B, samples) -> normalised conv features (B, frames, conv_dim[-1])."""
-        x = input_values[:, None, :]  # (B, 1, S)
-        for conv in self.feature_extractor:
-            x = conv(x)
+        x = self.feature_extractor(input_values[:, None, :])  # (B, 1, S) -> (B, C, T)
         return self.feature_layer_norm(x.transpose(1, 2))  # (B, T, C)
 
     def tokens(

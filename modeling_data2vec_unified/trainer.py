@@ -235,6 +235,18 @@ class PretrainingArguments:
         "help": "shard the student, its gradients, the AdamW state and the EMA teacher over the processes (PyTorch "
                 "FSDP2 `fully_shard`, per transformer layer); also on when accelerate launches with an FSDP config "
                 "(examples/fsdp.yaml). See docs/training.md"})
+    torch_compile: bool = field(default=False, metadata={
+        "help": "torch.compile the student's and the teacher's transformer layers, the audio conv feature encoder "
+                "and the 2.0 decoder (regional compilation, static shapes); text and audio lengths are brought to a "
+                "few buckets so that recompiles stay bounded. Also on when accelerate launches with a dynamo backend. "
+                "See docs/training.md"})
+    bucket_lengths: bool | None = field(default=None, metadata={
+        "help": "pad text to one of 4 lengths, crop audio to one of 4 lengths per doubling (default: with "
+                "--torch_compile); `--bucket_lengths true` without it gives an eager run the batches of a compiled one"})
+    torch_compile_backend: str = field(default="inductor", metadata={
+        "help": "--torch_compile: the torch.compile backend (inductor; aot_eager compiles fast, for checks)"})
+    torch_compile_mode: str | None = field(default=None, metadata={
+        "help": "--torch_compile: the torch.compile mode (default | reduce-overhead | max-autotune)"})
     # ---- watching it -----------------------------------------------------------------------------------------
     logging_steps: int = field(default=50)
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | wandb | all | none, or a "
@@ -560,10 +572,18 @@ class Data2VecPretrainer:
         # accelerate keeps one global state per process: let a second trainer in the same process (a notebook, the
         # tests) choose another precision; the distributed setup (PartialState) is kept
         AcceleratorState._reset_state(reset_partial_state=False)
+        # several processes launched on a machine without an accelerator: accelerate sets up a distributed CPU run
+        # only when told `cpu` (else each process would train alone, as rank 0, into the same output_dir)
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        cpu = args.cpu or (launched > 1 and not torch.accelerator.is_available())
         self.accelerator = Accelerator(
-            mixed_precision=args.mixed_precision, cpu=args.cpu, project_dir=args.output_dir,
+            mixed_precision=args.mixed_precision, cpu=cpu, project_dir=args.output_dir,
             log_with=trackers or None, kwargs_handlers=[self._ddp],
         )
+        if launched != self.accelerator.num_processes:
+            raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but accelerate set up "
+                               f"{self.accelerator.num_processes}: check the launcher's settings (accelerate config)")
+        self._take_accelerate_dynamo()
         set_seed(args.seed)  # the same initial weights on every process
         if model is None and args.init_from:
             _check_init_from(args.init_from)
@@ -635,6 +655,7 @@ class Data2VecPretrainer:
             max_audio_samples=None if args.max_audio_seconds is None
             else int(args.max_audio_seconds * self.config.sampling_rate),
             image_augment=args.image_augment if self.config.modality == "vision" else None,
+            bucket_lengths=args.torch_compile if args.bucket_lengths is None else args.bucket_lengths,
         )
         self.state = TrainerState()
         self.optimizer = self.lr_scheduler = None  # made by `train`
@@ -694,7 +715,8 @@ class Data2VecPretrainer:
             f"  train:  {args.max_steps} steps x {batch} examples ({args.per_device_train_batch_size} per device x "
             f"{args.gradient_accumulation_steps} accumulation x {acc.num_processes} processes), lr "
             f"{args.learning_rate:g}, precision {args.mixed_precision}, {acc.device}"
-            + (f", FSDP (student, teacher and AdamW sharded over {acc.num_processes} processes)" if self.fsdp else ""),
+            + (f", FSDP (student, teacher and AdamW sharded over {acc.num_processes} processes)" if self.fsdp else "")
+            + (f", torch.compile ({args.torch_compile_backend})" if args.torch_compile else ""),
             f"  output: {Path(args.output_dir).resolve()} (checkpoints every {args.save_steps} steps)",
         ])
 
@@ -718,6 +740,27 @@ class Data2VecPretrainer:
             ) from error
 
     # ---- building ----------------------------------------------------------------------------------------------
+
+    def _take_accelerate_dynamo(self) -> None:
+        """`accelerate launch --dynamo_backend X` (or a config with one) means --torch_compile with that backend and
+        mode: compiled here, by region and with bucketed shapes, not by accelerate's `prepare` (whole model)."""
+        from accelerate.utils import DynamoBackend
+
+        plugin, args = self.accelerator.state.dynamo_plugin, self.args
+        if plugin.backend == DynamoBackend.NO:
+            return
+        args.torch_compile = True
+        args.torch_compile_backend = plugin.backend.value.lower()
+        args.torch_compile_mode = args.torch_compile_mode or (plugin.mode if plugin.mode != "default" else None)
+        plugin.backend = DynamoBackend.NO
+
+    def _compile(self) -> None:
+        from .compiling import compile_regions
+
+        n = compile_regions(self.model, self.args.torch_compile_backend, self.args.torch_compile_mode)
+        logger.info("--torch_compile: %d modules compiled (backend %s%s); each new input shape compiles once", n,
+                    self.args.torch_compile_backend,
+                    f", mode {self.args.torch_compile_mode}" if self.args.torch_compile_mode else "")
 
     def _check_fsdp(self) -> None:
         """--fsdp: the options it cannot support are refused here, naming the fix."""
@@ -1056,6 +1099,8 @@ class Data2VecPretrainer:
         """Pretrain to `max_steps` (or stop after `stop_at_step` with the schedule unchanged, e.g. a job with a time
         budget; resume later). Returns the last logged metrics, and the probe's results when it ran."""
         args, acc = self.args, self.accelerator
+        if args.torch_compile:  # before sharding / DDP (in place: their hooks still run)
+            self._compile()
         if self.fsdp:  # sharded here, not by accelerate (whose FSDP plugin is GPU-only): the teacher alike
             self._shard()
         optimizer, self._fused = self._optimizer(self.model)
@@ -1259,6 +1304,10 @@ class Data2VecPretrainer:
             "tokens_per_second": sums["tokens"] * acc.num_processes / elapsed,  # the mean over processes, times them
             "nonfinite_steps": n_bad,
         }
+        if args.torch_compile:  # graphs compiled so far in this process: flat once every shape has been seen
+            from .compiling import compiled_graphs
+
+            metrics["compiled_graphs"] = float(compiled_graphs())
         acc.log(metrics, step=step)
         self.log_history.append({"step": step, "elapsed_seconds": self._seconds(), **metrics})
         if acc.is_main_process and (args.disable_tqdm or not sys.stderr.isatty()):  # no live bar: a log line
