@@ -287,6 +287,8 @@ class PretrainingArguments:
             args.algorithm = _source_algorithm(args) or "data2vec"
         if args.algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm must be one of {ALGORITHMS}; got {args.algorithm!r}")
+        if args.torch_compile:
+            _check_compile(args)
         v2 = args.algorithm == "data2vec2"
         lr, batch, steps = TRAINING_DEFAULTS[args.model_size][args.modality]
         if v2 and args.model_size == "tiny":
@@ -341,6 +343,22 @@ class PretrainingArguments:
         if args.streaming:
             _check_streaming(args)
         return args
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _check_compile(args: PretrainingArguments) -> None:
+    """--torch_compile's backend and mode, checked before any data is read."""
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if args.torch_compile_backend not in backends:
+        raise ValueError(f"--torch_compile_backend {args.torch_compile_backend!r} is not a torch.compile backend here; "
+                         f"use inductor (the default) or one of: {', '.join(backends)}")
+    if args.torch_compile_mode not in (None, *COMPILE_MODES):
+        raise ValueError(f"--torch_compile_mode must be one of {', '.join(COMPILE_MODES)}; got "
+                         f"{args.torch_compile_mode!r}")
 
 
 def _check_streaming(args: PretrainingArguments) -> None:
@@ -1250,6 +1268,8 @@ class Data2VecPretrainer:
         step_loss = torch.zeros((), device=device)
         for micro, batch in enumerate(micro_batches):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if self.fsdp and accumulate > 1:  # FSDP2's no_sync: gradients reduce-scattered once, after the last
+                self.model.set_requires_gradient_sync(micro == accumulate - 1)
             with acc.no_sync(self.model) if micro < accumulate - 1 and not self.fsdp else contextlib.nullcontext(), \
                     acc.autocast() if self.fsdp else contextlib.nullcontext():  # (a prepared model autocasts itself)
                 out = self.model(**batch, check_inputs=False)

@@ -135,6 +135,16 @@ def test_accelerate_dynamo_backend_means_torch_compile(tmp_path, monkeypatch):
     assert trainer.log_history[-1]["compiled_graphs"] > 0
 
 
+@pytest.mark.parametrize("flags,message", [
+    (dict(torch_compile_backend="inductr"), r"--torch_compile_backend 'inductr' is not a torch.compile backend.*use "
+                                            r"inductor"),
+    (dict(torch_compile_mode="fast"), r"--torch_compile_mode must be one of default, reduce-overhead"),
+])
+def test_a_bad_compile_flag_is_refused_before_anything_runs(tmp_path, flags, message):
+    with pytest.raises(ValueError, match=message):
+        make_trainer(tmp_path, "text", torch_compile=True, **flags)
+
+
 def test_torch_compile_with_fsdp_equals_fsdp_eager(tmp_path):
     """Two processes, FSDP2 shards over compiled layers (compiled first, in place, so FSDP's hooks still run):
     the same losses as the eager FSDP run. Launched without --cpu on a machine without an accelerator: the run

@@ -100,7 +100,8 @@ def test_fsdp_data2vec2_losses_equal_ddp_and_teacher_is_the_closed_form_ema(tmp_
 
 
 def test_fsdp_gradient_accumulation_equals_ddp(tmp_path):
-    """FSDP reduce-scatters every micro-batch (no no_sync) and accumulates the sharded gradients."""
+    """FSDP accumulates unsharded gradients over the micro-batches and reduce-scatters once, after the last
+    (`set_requires_gradient_sync`, FSDP2's no_sync)."""
     check_against_ddp(launch(tmp_path, tmp_path / "fsdp", "fsdp", accumulate=2),
                       launch(tmp_path, tmp_path / "ddp", "ddp", accumulate=2))
 
