@@ -21,6 +21,7 @@ a resumed run starts at worker `start mod W` by reordering each round of W batch
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -274,9 +275,16 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         pos = StreamPosition(**vars(self.positions.get(worker, StreamPosition())))
+        # This iterator's own copy of the stream: datasets keeps an IterableDataset's epoch in a torch tensor in shared
+        # memory (so that set_epoch in the main process reaches persistent workers), which forked DataLoader workers
+        # (and the main process) share. Each worker here sets its own epoch as it goes: on the shared tensor, a worker
+        # reaching an epoch's end could set the other's epoch between that one's set_epoch and its read of it, which
+        # then read its epoch's shards in another epoch's shuffle (runs with workers not reproducible, now and then;
+        # resumes not equal to the uninterrupted run). A deep copy has a tensor of its own.
+        stream = copy.deepcopy(self.stream)
         while True:
-            self.stream.set_epoch(pos.epoch)
-            rows, index, pending = self._rows(), 0, []
+            stream.set_epoch(pos.epoch)
+            rows, index, pending = self._rows(stream), 0, []
             if pos.rows or pos.emitted:  # resume: replay the epoch's raw rows (not prepared) up to the position
                 index = sum(1 for _ in itertools.islice(rows, pos.rows))
                 row = next(rows, None) if pos.emitted else {}
@@ -315,8 +323,8 @@ class StreamingExamples(torch.utils.data.IterableDataset):
                     + (", or a smaller --min_audio_seconds" if pos.short > short else ""))
             pos.epoch, pos.rows, pos.emitted = pos.epoch + 1, 0, 0  # the epoch's last partial batch is dropped
 
-    def _rows(self):
-        return _checked_rows(self.stream, self.source)
+    def _rows(self, stream=None):
+        return _checked_rows(self.stream if stream is None else stream, self.source)
 
     def _examples(self, row: dict, pos: StreamPosition, index: int = 0, count: bool = True) -> list[dict]:
         if count:
