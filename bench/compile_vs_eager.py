@@ -9,7 +9,9 @@ Each case runs the trainer in this process on built-in data twice, eager and com
 the device it finds (CPU here). Step time is the median over the steps after --warmup of the logged elapsed time
 (logging every step); "first steps" is the elapsed time at step --warmup (the compiled run compiles then: one graph
 per region, mode and shape). The two runs of a case alternate --repeats times; the ratio is eager / compiled
-(> 1: compiled is faster). Prints a table; --json writes it.
+(> 1: compiled is faster). Inductor draws dropout masks and the 2.0 decoder's noise with its own RNG unless
+`torch._inductor.config.fallback_random` is set, which this script sets (--inductor_random: not), so that the two runs'
+losses are comparable (the max relative difference over the steps is printed). Prints a table; --json writes it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,12 @@ def main() -> None:
     parser.add_argument("--backend", default="inductor")
     parser.add_argument("--mode", default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--inductor_random", action="store_true", help="inductor's own RNG (losses not comparable)")
     args = parser.parse_args()
+    if not args.inductor_random:
+        import torch._inductor.config
+
+        torch._inductor.config.fallback_random = True
     rows = []
     for case in args.cases.split(","):
         runs = {"eager": [], "compiled": []}

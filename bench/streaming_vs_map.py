@@ -4,12 +4,11 @@ DataLoader: per-batch preparation, collation, masks; no model) and the process's
     python bench/streaming_vs_map.py --write_data /tmp/d2v-shards            # 32 parquet shards of PNGs + 32 json
     python bench/streaming_vs_map.py --data /tmp/d2v-shards --batches 400 --dataloader_num_workers 0
 
-For each modality (vision: parquet shards of 32x32 PNG bytes; text: json shards of Python's help topics), a
+For each modality (vision: parquet shards of 32x32 PNG bytes; text: json shards of Python's help topics; audio:
+parquet shards of 16 kHz WAV bytes, 1-2 s sounds from `data.synthesize_sounds`), a
 `Data2VecPretrainer` is built map-style (the data decoded / tokenized up front, in memory: `setup s` counts that) and
 with --streaming (--processor: the map-style run's tokenizer, so both tokenize alike); `--batches` micro-batches of the
 trainer's `dataloader(0)` are then drawn from each, alternately in `--repeats` rounds, after `--warmup` batches.
-Vision also runs map-style decoded per batch (`data.MAX_IN_MEMORY_BYTES = 0`, what images larger than 1 GiB get),
-and every streaming draw is repeated with datasets' 5 s end-of-pass sleep set to 0 (`stream_no_sleep`), to separate the two costs.
 Vision also runs map-style decoded per batch (`data.MAX_IN_MEMORY_BYTES = 0`: what images over 1 GiB get), and each
 streaming draw is repeated with datasets' 5 s end-of-pass sleep set to 0 (`stream_no_sleep`), to separate the costs.
 RSS (VmRSS of this process, plus its DataLoader workers') is sampled every 50 batches of the streaming run, which
@@ -34,9 +33,14 @@ def write_data(root: Path, shards: int = 32, rows: int = 100) -> None:
     import pyarrow.parquet as pq
     from pydoc_data.topics import topics
 
+    import soundfile
+
+    from modeling_data2vec_unified.data import synthesize_sounds
+
     rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "text").mkdir(parents=True, exist_ok=True)
+    for name in ("images", "text", "audio"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    clips, _ = synthesize_sounds(rows, 16_000, seed=0)
     texts = [topics[k] for k in sorted(topics)]
     for s in range(shards):
         cells = []
@@ -45,6 +49,12 @@ def write_data(root: Path, shards: int = 32, rows: int = 100) -> None:
             PIL.Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "RGB").save(buffer, "PNG")
             cells.append({"bytes": buffer.getvalue(), "path": f"img-{s}-{i}.png"})
         pq.write_table(pa.table({"image": cells}), root / "images" / f"shard-{s:03d}.parquet")
+        waves = []
+        for i, clip in enumerate(clips[: rows // 4]):  # a quarter of the rows: audio is the slowest to prepare
+            buffer = io.BytesIO()
+            soundfile.write(buffer, np.roll(clip, 97 * s), 16_000, format="WAV")
+            waves.append({"bytes": buffer.getvalue(), "path": f"clip-{s}-{i}.wav"})
+        pq.write_table(pa.table({"audio": waves}), root / "audio" / f"shard-{s:03d}.parquet")
         with open(root / "text" / f"shard-{s:03d}.jsonl", "w") as f:
             for i in range(rows):
                 f.write(json.dumps({"text": texts[(s * rows + i) % len(texts)][:2000]}) + "\n")
@@ -69,7 +79,7 @@ def trainer_for(modality: str, data: Path, streaming: bool, workers: int, proces
                  overwrite_output_dir=True)
     if modality == "vision":
         flags["config_overrides"] = "image_size=32,patch_size=4"
-    else:
+    elif modality == "text":
         flags.update(max_seq_length=128, tokenizer_vocab_size=2048, processor=processor)
     began = time.perf_counter()
     trainer = d2v.Data2VecPretrainer(d2v.PretrainingArguments(**flags))
@@ -104,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write_data", type=Path)
     parser.add_argument("--data", type=Path)
-    parser.add_argument("--modality", action="append", choices=("vision", "text"))
+    parser.add_argument("--modality", action="append", choices=("vision", "text", "audio"))
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
@@ -114,15 +124,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.write_data:
         write_data(args.write_data)
-        print(f"wrote {args.write_data}/images and {args.write_data}/text")
+        print(f"wrote {args.write_data}/images, text and audio")
         return
     import logging
     import tempfile
 
     logging.getLogger("modeling_data2vec_unified").setLevel(logging.WARNING)
     rows = []
-    for modality in args.modality or ["vision", "text"]:
-        data = args.data / ("images" if modality == "vision" else "text")
+    for modality in args.modality or ["vision", "text", "audio"]:
+        data = args.data / {"vision": "images", "text": "text", "audio": "audio"}[modality]
         with tempfile.TemporaryDirectory() as tmp:
             mapped, map_setup = trainer_for(modality, data, False, args.dataloader_num_workers, None, f"{tmp}/map")
             processor = None
