@@ -20,7 +20,7 @@ WORKER = textwrap.dedent('''
     import json, sys
     import torch
     from modeling_data2vec_unified.modeling_data2vec_pretraining import Data2VecForPreTraining
-    from modeling_data2vec_unified.trainer import Data2VecPretrainer, PretrainingArguments
+    from modeling_data2vec_unified.trainer import Data2VecPretrainer, PretrainingArguments, exit_after_gloo_run
 
     out, mode, stop, algorithm = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[5]
     resume, accumulate = sys.argv[4] == "resume", int(sys.argv[6])
@@ -59,6 +59,7 @@ WORKER = textwrap.dedent('''
 
     acc.end_training = gather_then_end
     trainer.train(stop_at_step=stop)
+    exit_after_gloo_run()  # as the CLI does: no C++ static teardown (it aborted now and then, after the outputs)
 ''')
 
 
