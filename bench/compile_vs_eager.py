@@ -21,8 +21,6 @@ import json
 import statistics
 import tempfile
 
-import torch
-
 
 def run(case: str, compiled: bool, steps: int, backend: str, mode: str | None, out: str) -> dict:
     import torch._dynamo

@@ -26,6 +26,7 @@ from modeling_data2vec_unified.masking import (
 from modeling_data2vec_unified.modeling_data2vec import Data2VecLayer
 
 from conftest import tiny_config, tiny_examples
+from test_distributed import free_port
 from test_trainer import make_trainer, tiny_data
 
 
@@ -154,7 +155,7 @@ def test_torch_compile_with_fsdp_equals_fsdp_eager(tmp_path):
     for extra in ([], ["--torch_compile", "--torch_compile_backend", "aot_eager"]):
         out = tmp_path / f"run{len(logs)}"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "modeling_data2vec_unified.trainer", "--fsdp", "--modality", "vision",
+               str(free_port()), "-m", "modeling_data2vec_unified.trainer", "--fsdp", "--modality", "vision",
                "--max_steps", "4", "--logging_steps", "1", "--max_examples", "64", "--per_device_train_batch_size",
                "4", "--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true", "--probe", "false",
                "--model_size", "tiny", *extra]
@@ -165,11 +166,3 @@ def test_torch_compile_with_fsdp_equals_fsdp_eager(tmp_path):
                      if " step " in line and " loss " in line])
     assert len(logs[0]) == 4 and logs[1] == pytest.approx(logs[0], rel=1e-5)
     assert not math.isnan(sum(logs[1]))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
