@@ -24,6 +24,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "target_final_norm": ("instance", "layer", "none"),
     "teacher_scope": ("encoder", "model", "model_except_feature_encoder"),
     "loss_reduction": ("channel_sum", "mean"),
+    "cls_loss_reduction": ("sum", "mean"),
     "algorithm": ("data2vec", "data2vec2"),
     "position_embedding_type": ("learned", "sincos"),
     "decoder_type": ("conv_1d", "conv_2d"),
@@ -86,7 +87,11 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         # pretraining: top-8 FFN outputs, each instance-normed over time; L2 loss summed over channels and scaled
         # by 1/sqrt(dim)
         average_top_k_layers=8, target_layer_output="ffn", target_layer_norm="instance", target_final_norm="none",
-        loss_beta=0.0, loss_reduction="channel_sum", loss_scale=None, head_layers=1, teacher_scope="encoder",
+        loss_beta=0.0, loss_reduction="channel_sum", loss_scale=None, head_layers=1,
+        # fairseq's teacher (ema_transformer_only, ema_layers_only): the student's projected conv features through
+        # the teacher's positional conv, COPIED from the student at every EMA step (skip_keys), and the teacher's own
+        # EMA of the LayerNorm after it and of the layers (data2vec_audio.py make_ema_teacher / forward)
+        teacher_scope="model_except_feature_encoder", teacher_copies_pos_conv=True,
         ema_decay=0.999, ema_end_decay=0.9999, ema_anneal_end_step=30000,
         # spans of 10 frames, start probability 0.65 (about half the frames masked)
         mask_prob=0.65, mask_length=10, mask_type="span", use_mask_token=True,
@@ -94,7 +99,8 @@ MODALITY_DEFAULTS: dict[str, dict] = {
 }
 
 # what every data2vec 1.0 model shares of the fields data2vec 2.0 added
-DATA2VEC_SHARED = dict(clone_batch=1, mask_prob_adjust=0.0, pre_block_layer_norm=False, cls_loss_weight=0.0)
+DATA2VEC_SHARED = dict(clone_batch=1, mask_prob_adjust=0.0, pre_block_layer_norm=False, cls_loss_weight=0.0,
+                       cls_loss_reduction="sum")
 
 # data2vec 2.0 base models and recipes (Baevski et al., "Efficient Self-supervised Learning with Contextualized Target
 # Representations for Vision, Speech and Language", 2022): fairseq examples/data2vec/config/v2/
@@ -132,9 +138,10 @@ DATA2VEC2_DEFAULTS: dict[str, dict] = {
         decoder_type="conv_2d", decoder_layers=6, decoder_dim=768, decoder_kernel=3, decoder_groups=16,
         decoder_residual=True, decoder_input_dropout=0.0, head_layers=1,
         mask_noise_std=0.01,
-        # the CLS token regresses the mean of the patch targets; fairseq's weight multiplies a sum over the rows
-        # of a GPU's batch (0.01 x 512 rows at the base recipe), ours a mean over rows (docs/pretraining.md)
-        cls_loss_weight=0.01,
+        # the CLS token regresses the mean of the patch targets; fairseq's weight multiplies a SUM over the copies of
+        # a process's batch (data2vec2.py: d2v_loss(cls) * cls_loss * sample_size, summed by the criterion, divided
+        # by sample_size): 0.01 x 256 copies per GPU at the base recipe (docs/pretraining.md)
+        cls_loss_weight=0.01, cls_loss_reduction="sum",
     ),
     "audio": dict(
         # wav2vec 2.0 base conv encoder; 5 positional conv layers of kernel max(3, 95 // 5) = 19 over the full length
@@ -143,7 +150,7 @@ DATA2VEC2_DEFAULTS: dict[str, dict] = {
         layer_norm_position="post", pre_block_layer_norm=False, relative_position_bias="alibi",
         layerdrop=0.05, num_conv_pos_embeddings=5, conv_pos_kernel_size=19, use_mask_token=False,
         # fairseq's 2.0 audio encoder does not zero padded frames before the positional conv (1.0 does)
-        pos_conv_zero_padding=False,
+        pos_conv_zero_padding=False, teacher_copies_pos_conv=False,
         average_top_k_layers=8, target_layer_output="ffn", target_layer_norm="instance", target_final_norm="none",
         loss_beta=0.0, loss_reduction="channel_sum", loss_scale=None,
         teacher_scope="model_except_feature_encoder",  # ema_local_encoder: false, the teacher reuses the features
@@ -159,11 +166,11 @@ DATA2VEC2_DEFAULTS: dict[str, dict] = {
 
 # value checks at construction (and after `--config_overrides`): integer fields and their least value
 POSITIVE_INTS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
-                 "max_position_embeddings", "type_vocab_size", "image_size", "patch_size", "num_channels",
+                 "max_position_embeddings", "image_size", "patch_size", "num_channels",
                  "num_conv_pos_embeddings", "conv_pos_kernel_size", "num_conv_pos_embedding_groups", "sampling_rate",
                  "mask_length", "head_layers", "clone_batch", "decoder_layers", "decoder_dim",
                  "decoder_kernel", "decoder_groups")
-NON_NEGATIVE_INTS = ("ema_anneal_end_step",)
+NON_NEGATIVE_INTS = ("ema_anneal_end_step", "type_vocab_size")
 # probabilities in [0, 1)
 DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "activation_dropout", "layerdrop", "drop_path_rate",
             "feat_proj_dropout", "decoder_input_dropout", "classifier_dropout", "final_dropout")
@@ -183,7 +190,7 @@ MODALITY_FIELDS = {
                "position_embedding_type", "mask_min_aspect"),
     "audio": ("conv_dim", "conv_stride", "conv_kernel", "conv_bias", "feat_extract_activation", "feat_proj_dropout",
               "num_conv_pos_embeddings", "conv_pos_kernel_size", "num_conv_pos_embedding_groups", "sampling_rate",
-              "pos_conv_zero_padding"),
+              "pos_conv_zero_padding", "teacher_copies_pos_conv"),
 }
 
 
@@ -227,7 +234,7 @@ class Data2VecConfig(PreTrainedConfig):
     # ---- text front end (RoBERTa-style embeddings) -----------------------------------------------------------
     vocab_size: int | None = None
     max_position_embeddings: int | None = None
-    type_vocab_size: int | None = None
+    type_vocab_size: int | None = None  # 0: no token-type embedding (fairseq's text models), token types all 0
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
@@ -273,7 +280,12 @@ class Data2VecConfig(PreTrainedConfig):
     loss_scale: float | None = None  # None: 1 / sqrt(hidden_size) with "channel_sum", 1 with "mean"
     # 1.0's head / 2.0's projection after the decoder: 1: Linear(d, D); 2: Linear(d, 2d)-GELU-Linear(2d, D)
     head_layers: int | None = None
-    teacher_scope: Literal["encoder", "model"] | None = None  # what the EMA teacher averages
+    # what the EMA teacher averages: the encoder's layers ("encoder": the student's front end feeds them), the whole
+    # model ("model"), or all but the audio conv feature encoder, whose features it takes from the student
+    teacher_scope: Literal["encoder", "model", "model_except_feature_encoder"] | None = None
+    # audio: the teacher copies the student's positional conv at every EMA step instead of averaging it (fairseq data2vec
+    # 1.0's ema_layers_only / skip_keys); with teacher_scope "encoder" the teacher uses the student's front end anyway
+    teacher_copies_pos_conv: bool | None = None
     ema_decay: float | None = None  # decay at update 0
     ema_end_decay: float | None = None  # decay from `ema_anneal_end_step` on
     ema_anneal_end_step: int | None = None
@@ -297,7 +309,10 @@ class Data2VecConfig(PreTrainedConfig):
     decoder_groups: int | None = None
     decoder_residual: bool | None = None  # each layer adds its input where the shapes match
     decoder_input_dropout: float | None = None
-    cls_loss_weight: float | None = None  # vision: the CLS output regresses the mean target (a mean over rows)
+    cls_loss_weight: float | None = None  # vision: the CLS output regresses the mean target, with this weight
+    # the CLS loss over a batch's B x clone_batch copies: "sum" (fairseq data2vec 2.0: the weight multiplies a sum, so
+    # the term grows with the per-process batch) or "mean" (independent of the batch size)
+    cls_loss_reduction: Literal["sum", "mean"] | None = None
     min_pred_var: float = 0.01
 
     # ---- fine-tuning heads (transformers' names and defaults) ------------------------------------------------------

@@ -290,6 +290,16 @@ def _target_norms(cfg: dict) -> dict:
     return dict(target_layer_norm=per_layer, target_final_norm=final)
 
 
+def collapse_guard(cfg: dict | None) -> dict:
+    """The recipe's collapse-check thresholds: fairseq's `min_target_var` / `min_pred_var` (data2vec_audio.py and
+    data2vec2.py: 0.1 / 0.01 unless the recipe sets them; the 2.0 image recipes set both to 0). `None`: a recipe with
+    no collapse check (data2vec_text, data2vec_vision's BEiT engine): both 0, so continued pretraining never stops
+    where the original would not."""
+    if cfg is None:
+        return dict(min_target_var=0.0, min_pred_var=0.0)
+    return dict(min_target_var=float(cfg.get("min_target_var", 0.1)), min_pred_var=float(cfg.get("min_pred_var", 0.01)))
+
+
 def _unsupported(kind: str, what: str) -> ValueError:
     return ValueError(f"{KINDS[kind]}: {what}, which this package's models do not implement; nothing converted")
 
@@ -387,7 +397,8 @@ def _d2v2_config(kind: str, model_cfg: dict, state: dict, prefix: str) -> tuple[
         decoder_kernel=int(decoder["decoder_kernel"]), decoder_groups=int(decoder["decoder_groups"]),
         decoder_residual=bool(decoder.get("decoder_residual", True)),
         decoder_input_dropout=float(decoder.get("input_dropout") or 0.0), head_layers=projection_layers,
-        cls_loss_weight=float(model_cfg.get("cls_loss") or 0.0),
+        cls_loss_weight=float(model_cfg.get("cls_loss") or 0.0), cls_loss_reduction="sum",
+        **collapse_guard(model_cfg),
     )
     if fields["teacher_scope"] == "model_except_feature_encoder" and modality != "audio":
         fields["teacher_scope"] = "model"  # only audio has a feature encoder to share
@@ -418,7 +429,7 @@ def _d2v2_config(kind: str, model_cfg: dict, state: dict, prefix: str) -> tuple[
             raise _unsupported(kind, "scaled token embeddings or no embedding LayerNorm")
         tokens = state[f"{prefix}local_encoder.embed_tokens.weight"]
         fields.update(vocab_size=int(tokens.shape[0]), max_position_embeddings=int(m["max_source_positions"]) + 2,
-                      type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2, mask_type="random")
+                      type_vocab_size=0, pad_token_id=1, bos_token_id=0, eos_token_id=2, mask_type="random")
     return Data2VecConfig(**fields), prenet
 
 
@@ -506,8 +517,6 @@ def _convert_d2v2(checkpoint: dict) -> ConvertedCheckpoint:
     mapped, dropped = table.apply(_tensors(state), KINDS[kind])
     if "_ema" in state:
         dropped["_ema"] = "the EMA teacher: converted on its own"
-    if config.modality == "text":  # fairseq has no token types: our single type's embedding is zero
-        mapped["data2vec.embeddings.token_type_embeddings.weight"] = torch.zeros(1, config.hidden_size)
     converted = ConvertedCheckpoint(kind, config, "Data2VecForPreTraining", mapped, dropped=dropped)
     if isinstance(state.get("_ema"), dict):
         converted.teacher, teacher_dropped = _d2v2_teacher(state["_ema"], converted, prefix, prenet)

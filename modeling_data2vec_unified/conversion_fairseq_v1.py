@@ -25,6 +25,7 @@ from .conversion_fairseq import (
     _conv_fields,
     _target_norms,
     _unsupported,
+    collapse_guard,
     converter,
 )
 
@@ -165,7 +166,8 @@ def _audio_pretraining_fields(mc: dict, notes: list) -> dict:
         **_target_norms(mc), loss_beta=float(mc.get("loss_beta", 0) or 0), loss_reduction="channel_sum",
         loss_scale=mc.get("loss_scale"),  # None: 1 / sqrt(dim), as ours
         head_layers=1, teacher_scope=AUDIO_TEACHER_SCOPE,
-        ema_decay=mc.get("ema_decay", 0.999), ema_end_decay=mc.get("ema_end_decay", 0.9999),
+        teacher_copies_pos_conv=bool(mc.get("ema_layers_only", True)),  # fairseq's EMA skip_keys (make_ema_teacher)
+        ema_decay=mc.get("ema_decay", 0.999), ema_end_decay=mc.get("ema_end_decay", 0.9999), **collapse_guard(mc),
         mask_prob=mc.get("mask_prob", 0.65), mask_length=mc.get("mask_length", 10), mask_type="span",
     )
     if isinstance(mc.get("ema_anneal_end_step"), int):
@@ -339,6 +341,7 @@ def _text_config(kind: str, checkpoint: dict, state: dict, notes: list) -> Data2
         head_layers=head_layers if head_layers in (1, 2) else 2,
         teacher_scope="encoder" if layers_only else "model",
         ema_decay=mc.get("ema_decay", 0.999), ema_end_decay=mc.get("ema_end_decay", 0.9999),
+        **collapse_guard(None),  # data2vec_text.py has no collapse check
     )
     if isinstance(mc.get("ema_anneal_end_step"), int):
         fields["ema_anneal_end_step"] = mc["ema_anneal_end_step"]
@@ -358,7 +361,8 @@ def _text_config(kind: str, checkpoint: dict, state: dict, notes: list) -> Data2
         relative_position_bias="none", pre_block_layer_norm=False,
         vocab_size=tokens.shape[0],  # the dictionary incl. <mask> (last): not in the cfg
         max_position_embeddings=positions.shape[0],  # max_source_positions + padding_idx + 1
-        type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,  # fairseq Dictionary (§8)
+        type_vocab_size=0,  # fairseq has no token-type embedding (a trained zero row would move: not fairseq's)
+        pad_token_id=1, bos_token_id=0, eos_token_id=2,  # fairseq Dictionary (§8)
         mask_token_id=tokens.shape[0] - 1,  # masked_lm adds <mask> last
         **fields,
     )
@@ -421,8 +425,6 @@ def convert_d2v1_text(checkpoint: dict) -> ConvertedCheckpoint:
     config = _text_config(kind, checkpoint, state, notes)
     head_layers = mc.get("head_layers", 1)
     student, dropped = _rename(_text_rules(head_layers), state, kind)
-    # fairseq has no token types: one zero row reproduces it exactly (the model would initialise it randomly)
-    student["data2vec.embeddings.token_type_embeddings.weight"] = torch.zeros(1, config.hidden_size)
     if "regression_head.proj.weight" not in student:
         notes.append("no usable regression head (encoder.regression_head) in the file: ours is freshly initialised")
     teacher = None
@@ -576,6 +578,7 @@ def convert_beit_vision(checkpoint: dict) -> ConvertedCheckpoint:
         image_size=image_size, patch_size=patch, num_channels=patch_weight.shape[1], use_mask_token=mask_token,
         use_absolute_position_embeddings="pos_embed" in state, use_mean_pooling=True,
         head_layers=1, teacher_scope="model", mask_type="block", **_beit_target_fields(args, depth, notes),
+        **collapse_guard(None),  # engine_for_cyclical.py has no collapse check
         **_beit_mask_fields(args, image_size // patch, notes),
     )
     student, dropped = RenameTable(_beit_rules("data2vec.", student=True)).apply(state, kind)

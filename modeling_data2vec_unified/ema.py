@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -41,6 +42,35 @@ def _without(module: nn.Module, names: tuple[str, ...]):
             setattr(parent, child, value)
 
 
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether the dotted parameter `name` lies in one of the submodules `prefixes` names."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _has_submodule(module: nn.Module, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+class _Pairs(NamedTuple):
+    """The teacher's parameters and the student's they follow: averaged (`ema` <- `student`) and copied."""
+
+    ema: list[torch.Tensor]
+    student: list[torch.Tensor]
+    copy_ema: list[torch.Tensor]
+    copy_student: list[torch.Tensor]
+
+
+def _as(tensors: list[torch.Tensor], like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`tensors` in the dtype of `like` (a half-precision student's parameters, cast for the fp32 teacher)."""
+    if not tensors or tensors[0].dtype == like[0].dtype:
+        return tensors
+    return [t.to(like[0].dtype) for t in tensors]
+
+
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     """A DTensor's local shard (a view of its storage), or the tensor itself."""
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
@@ -50,7 +80,9 @@ class EMATeacher(nn.Module):
     """A frozen fp32 copy of `source` that follows it by EMA.
 
     `exclude`: dotted names of submodules of `source` the teacher neither copies nor averages (data2vec 2.0 audio:
-    the conv feature encoder, whose features the teacher takes from the student). The copy never receives
+    the conv feature encoder, whose features the teacher takes from the student). `copied`: dotted names of submodules
+    the teacher holds but copies from the student at every update instead of averaging (fairseq's EMA `skip_keys`:
+    data2vec 1.0 audio's positional conv, `ema_layers_only`). The teacher never receives
     gradients and stays in eval mode (no dropout, no layer drop) whatever
     `train()` is called with. `update(source)` is one fused `torch._foreach_lerp_` over parameter lists
     built on the first update (no host sync, also when `skip` is a device tensor); the update count travels in
@@ -58,15 +90,18 @@ class EMATeacher(nn.Module):
     """
 
     def __init__(self, source: nn.Module, decay: float, end_decay: float, anneal_end_step: int,
-                 exclude: tuple[str, ...] = ()):
+                 exclude: tuple[str, ...] = (), copied: tuple[str, ...] = ()):
         super().__init__()
-        self.exclude = tuple(exclude)
+        self.exclude, self.copied = tuple(exclude), tuple(copied)
         with _without(source, self.exclude):  # the excluded submodules are neither copied nor averaged
             self.model = copy.deepcopy(source).float().requires_grad_(False)
         self.decay_start, self.decay_end, self.anneal_end_step = decay, end_decay, anneal_end_step
         self.num_updates = 0
         self._source_id: int | None = None
-        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._pairs: _Pairs | None = None
+        missing = [name for name in self.copied if not _has_submodule(self.model, name)]
+        if missing:
+            raise ValueError(f"copied names submodules the teacher does not hold: {missing}")
         self.train(False)
 
     def train(self, mode: bool = True) -> EMATeacher:
@@ -80,21 +115,31 @@ class EMATeacher(nn.Module):
         """The decay the next `update` uses."""
         return ema_decay_at(self.num_updates, self.decay_start, self.decay_end, self.anneal_end_step)
 
-    def _parameter_pairs(self, source: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forget_pairs(self) -> None:
+        """Drop the cached (teacher, student) parameter lists: the next update pairs the parameters anew (call it
+        after something replaced them, e.g. FSDP's `fully_shard` of teacher and student)."""
+        self._pairs = None
+
+    def source_parameters(self, source: nn.Module) -> dict[str, nn.Parameter]:
+        """The parameters of `source` the teacher follows (all but the excluded ones), by the teacher's names."""
+        return {n: p for n, p in source.named_parameters() if not _under(n, self.exclude)}
+
+    def _parameter_pairs(self, source: nn.Module) -> _Pairs:
         if self._pairs is None or self._source_id != id(source):
             ours = dict(self.model.named_parameters())
-            theirs = {n: p for n, p in source.named_parameters()
-                      if not any(n == e or n.startswith(e + ".") for e in self.exclude)}
+            theirs = self.source_parameters(source)
             if ours.keys() != theirs.keys():
                 raise ValueError(
                     "the EMA source does not have the teacher's parameters: "
                     f"missing {sorted(ours.keys() - theirs.keys())[:5]}, extra {sorted(theirs.keys() - ours.keys())[:5]}"
                 )
-            names = list(ours)
             # FSDP2 (`fully_shard`): teacher and student are sharded alike (DTensors on one mesh, the same placements),
             # so the EMA runs on this process's local shards (views of the shards' storage, kept), shard to shard,
             # with no communication
-            self._pairs = ([_local(ours[n]) for n in names], [_local(theirs[n]) for n in names])
+            averaged = [n for n in ours if not _under(n, self.copied)]
+            copied = [n for n in ours if _under(n, self.copied)]
+            self._pairs = _Pairs([_local(ours[n]) for n in averaged], [_local(theirs[n]) for n in averaged],
+                                 [_local(ours[n]) for n in copied], [_local(theirs[n]) for n in copied])
             self._source_id = id(source)
         return self._pairs
 
@@ -107,25 +152,30 @@ class EMATeacher(nn.Module):
         advances either way, as the learning-rate schedule does."""
         decay = self.decay
         if decay < 1.0:
-            ema, student = self._parameter_pairs(source)
-            if student[0].dtype != ema[0].dtype:  # a student cast to half precision: average in fp32
-                student = [p.to(ema[0].dtype) for p in student]
+            pairs = self._parameter_pairs(source)
+            ema, student = pairs.ema, _as(pairs.student, pairs.ema)  # a half-precision student: averaged in fp32
+            copy_to, copy_from = pairs.copy_ema, _as(pairs.copy_student, pairs.copy_ema)
             if skip is None:
                 torch._foreach_lerp_(ema, student, 1.0 - decay)  # ema += (1 - decay) * (student - ema)
+                if copy_to:
+                    torch._foreach_copy_(copy_to, copy_from)
             else:
                 # the weight stays on the device: the Scalar overload would read a tensor weight back to the host
                 # (`.item()`, a sync per step); the List overload takes tensor weights (one per parameter, here the
-                # same 0-dim tensor) and reads none
-                weight = torch.where(skip, 0.0, 1.0 - decay).to(device=ema[0].device, dtype=ema[0].dtype)
-                torch._foreach_lerp_(ema, student, [weight] * len(ema))
+                # same 0-dim tensor) and reads none. lerp with weight 1 is an exact copy (torch computes
+                # end - (end - start) * (1 - weight) for weights >= 0.5)
+                keep = torch.where(skip, 0.0, 1.0).to(device=ema[0].device, dtype=ema[0].dtype)
+                torch._foreach_lerp_(ema, student, [keep * (1.0 - decay)] * len(ema))
+                if copy_to:
+                    torch._foreach_lerp_(copy_to, copy_from, [keep] * len(copy_to))
         self.num_updates += 1
         return decay
 
     @torch.no_grad()
     def reset(self, source: nn.Module) -> None:
         """Copy `source` into the teacher and restart the schedule."""
-        ema, student = self._parameter_pairs(source)
-        torch._foreach_copy_(ema, student)
+        pairs = self._parameter_pairs(source)
+        torch._foreach_copy_(pairs.ema + pairs.copy_ema, pairs.student + pairs.copy_student)
         self.num_updates = 0
 
     def save(self, path: str | os.PathLike) -> None:

@@ -356,7 +356,8 @@ def _check_not_empty(name: str, tensor: torch.Tensor) -> None:
 
 
 class Data2VecTextEmbeddings(nn.Module):
-    """RoBERTa-style embeddings: tokens + learned positions (offset past the padding index) + token types."""
+    """RoBERTa-style embeddings: tokens + learned positions (offset past the padding index) + token types (none with
+    `type_vocab_size` 0, as fairseq's data2vec text: every token is of type 0, which adds nothing)."""
 
     def __init__(self, config: Data2VecConfig):
         super().__init__()
@@ -365,7 +366,8 @@ class Data2VecTextEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(
             config.max_position_embeddings, config.hidden_size, padding_idx=config.pad_token_id
         )
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        types = config.type_vocab_size
+        self.token_type_embeddings = nn.Embedding(types, config.hidden_size) if types else None
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         # longest sequence: positions run from padding_idx + 1 (fairseq's make_positions)
@@ -391,19 +393,25 @@ class Data2VecTextEmbeddings(nn.Module):
         if host_checks_are_free(input_ids):  # value checks only where reading them back costs no device sync
             check_token_ids(input_ids, "input_ids", self.word_embeddings.num_embeddings, self.padding_idx)
             if token_type_ids is not None:
-                check_token_ids(token_type_ids, "token_type_ids", self.token_type_embeddings.num_embeddings)
+                check_token_ids(token_type_ids, "token_type_ids", self.num_token_types)
             if attention_mask is not None:
                 check_attention_mask(attention_mask, input_ids.shape)
         if position_ids is None:
             # non-padding tokens get positions padding_idx + 1, padding_idx + 2, ...; padding keeps padding_idx
             not_pad = input_ids.ne(self.padding_idx).long()
             position_ids = torch.cumsum(not_pad, dim=1) * not_pad + self.padding_idx
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = self.word_embeddings(input_ids)
+        if self.token_type_embeddings is not None:
+            types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+            x = x + self.token_type_embeddings(types)
         x = x + self.position_embeddings(position_ids)
         x = self.dropout(self.layer_norm(x))  # (B, T, D)
         return FrontEndOutput(x, attention_mask.bool() if attention_mask is not None else None)
+
+    @property
+    def num_token_types(self) -> int:
+        """Token types the embeddings take: type_vocab_size, or the one type 0 without a token-type embedding."""
+        return self.token_type_embeddings.num_embeddings if self.token_type_embeddings is not None else 1
 
     tokens = forward  # the whole front end runs once per sample (positions are learned, in the front end)
 
@@ -696,6 +704,7 @@ class Data2VecPreTrainedModel(PreTrainedModel):
     modality: ClassVar[str | None] = None  # None: the class serves every modality
     num_prefix_tokens: ClassVar[int] = 0  # tokens in front of the input's own (vision: CLS), which have no target
     feature_encoder: ClassVar[str | None] = None  # a front end part a teacher may share instead of averaging (audio)
+    positional_conv: ClassVar[str | None] = None  # a front end part a teacher may copy instead of averaging (audio)
 
     def __init__(self, config: Data2VecConfig, *args, **kwargs):
         if self.modality is not None and config.modality != self.modality:
@@ -1068,6 +1077,7 @@ class Data2VecAudioModel(Data2VecPreTrainedModel):
         self.post_init()
 
     feature_encoder = "embeddings.feature_extractor"
+    positional_conv = "embeddings.pos_conv"
 
     def embed(self, batch: dict, mask: torch.Tensor | None = None, features: torch.Tensor | None = None
               ) -> FrontEndOutput:

@@ -242,6 +242,11 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
     def _ema_exclude(self) -> tuple[str, ...]:
         return (self.data2vec.feature_encoder,) if self.config.teacher_scope == "model_except_feature_encoder" else ()
 
+    def _ema_copied(self) -> tuple[str, ...]:
+        """What the teacher copies from the student at every update instead of averaging (fairseq's skip_keys)."""
+        c, pos_conv = self.config, self.data2vec.positional_conv
+        return (pos_conv,) if c.teacher_copies_pos_conv and pos_conv and c.teacher_scope != "encoder" else ()
+
     @property
     def teacher(self) -> EMATeacher:
         """The EMA teacher, built from the student on first use and kept on the student's device."""
@@ -253,7 +258,7 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
                 raise RuntimeError("the student's weights are not loaded yet (meta device): no teacher to build")
             c = self.config
             teacher = EMATeacher(source, c.ema_decay, c.ema_end_decay, c.ema_anneal_end_step,
-                                 exclude=self._ema_exclude())
+                                 exclude=self._ema_exclude(), copied=self._ema_copied())
             if self.__dict__.get("_teacher_file"):  # a checkpoint's own teacher (a converted fairseq `_ema`): its
                 teacher.load(self.__dict__["_teacher_file"])  # weights; the schedule is this config's, from update 0
                 teacher.num_updates = 0
@@ -261,6 +266,16 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         elif next(teacher.parameters()).device != device:
             teacher.to(device)
         return teacher
+
+    def teacher_source_parameters(self) -> dict[str, nn.Parameter]:
+        """The student's parameters the teacher follows, by the teacher's parameter names (averaged, or copied where
+        `teacher_copied_modules` says)."""
+        return self.teacher.source_parameters(self._ema_source())
+
+    @property
+    def teacher_copied_modules(self) -> tuple[str, ...]:
+        """The teacher's submodules copied from the student at every update instead of averaged."""
+        return self._ema_copied()
 
     def update_teacher(self, skip: torch.Tensor | None = None) -> float:
         """One EMA step of the teacher towards the student, at the decay scheduled for this update count (call it
@@ -441,8 +456,9 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         """Smooth L1 (beta > 0) or L2 (beta 0) in fp32 over the masked positions, reduced as `loss_reduction` names:
         "channel_sum" sums over channels and averages over positions (fairseq data2vec), "mean" averages over both
         (data2vec_vision); times `target_loss_scale`. 2.0: predictions (B, C, P, D) against the targets of their
-        sample (B, P, D); vision adds `cls_loss_weight` x the CLS outputs' loss against the mean target (a mean over
-        the B * C copies). Returns (loss, number of masked positions)."""
+        sample (B, P, D); vision adds `cls_loss_weight` x the CLS outputs' loss against the mean target, summed over
+        the B * C copies as fairseq does or averaged (`cls_loss_reduction`). Returns (loss, number of masked
+        positions)."""
         c = self.config
         if predictions.dim() == 4:
             targets = targets[:, None]  # (B, 1, P, D): one teacher pass serves every copy
@@ -452,7 +468,9 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         loss = torch.where(mask, per_position, 0).sum() * c.target_loss_scale / num_masked.clamp(min=1)
         if cls is not None and c.cls_loss_weight > 0:
             cls_target = targets.mean(-2)  # (B, 1, D): the mean over patches of the (normalised) targets
-            loss = loss + c.cls_loss_weight * self._regression(cls.float(), cls_target).mean() * c.target_loss_scale
+            per_copy = self._regression(cls.float(), cls_target)  # (B, C)
+            cls_loss = per_copy.sum() if c.cls_loss_reduction == "sum" else per_copy.mean()
+            loss = loss + c.cls_loss_weight * cls_loss * c.target_loss_scale
         return loss, num_masked
 
     def _regression(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

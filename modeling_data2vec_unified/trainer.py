@@ -821,7 +821,7 @@ class Data2VecPretrainer:
         for method in ("embed", "contextualize", "encode"):
             if callable(getattr(teacher.model, method, None)):
                 register_fsdp_forward_method(teacher.model, method)
-        teacher._pairs = None  # fully_shard replaced the parameters: pair the new shards at the first update
+        teacher.forget_pairs()  # fully_shard replaced the parameters: pair the new shards at the first update
         self._mesh = mesh
 
     def _check_fits(self, config: Data2VecConfig, updates: dict) -> None:

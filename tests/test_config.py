@@ -13,7 +13,10 @@ def test_modality_defaults_are_data2vec_base():
     assert (audio.num_conv_pos_embeddings, audio.conv_pos_kernel_size) == (5, 19)  # pos_conv_depth 5, conv_pos 95
     assert audio.receptive_field == 400 and audio.inputs_to_logits_ratio == 320
     assert (audio.average_top_k_layers, audio.target_layer_norm, audio.loss_beta) == (8, "instance", 0.0)
-    assert (audio.mask_prob, audio.mask_length, audio.teacher_scope) == (0.65, 10, "encoder")
+    assert (audio.mask_prob, audio.mask_length) == (0.65, 10)
+    # fairseq data2vec_audio.py make_ema_teacher (ema_layers_only): the teacher reads the student's projected features,
+    # copies its positional conv, averages the LayerNorm after it and the layers
+    assert (audio.teacher_scope, audio.teacher_copies_pos_conv) == ("model_except_feature_encoder", True)
     assert (audio.ema_decay, audio.ema_end_decay, audio.ema_anneal_end_step) == (0.999, 0.9999, 30000)
     assert audio.target_loss_scale == pytest.approx(768**-0.5)
 

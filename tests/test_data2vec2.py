@@ -350,6 +350,7 @@ def test_loss_is_the_written_out_sum(modality):
     c = model.config
     cls_rows = []
     hook = model.data2vec.encoder.register_forward_hook(lambda m, i, o: cls_rows.append(o.last_hidden_state[:, 0]))
+    torch.manual_seed(1)  # the decoder's mask noise: the same draw for the second forward below
     with torch.no_grad():
         out = model(**batch)
     hook.remove()
@@ -370,8 +371,16 @@ def test_loss_is_the_written_out_sum(modality):
         assert c.cls_loss_weight == 0.01
         cls = cls_rows[0].double().view(B, C, D)  # the student's encoder output at CLS, per copy
         cls_target = tgt.mean(1)  # (B, D): the mean of the patch targets
-        cls_loss = sum(float(((cls[b, k] - cls_target[b]) ** 2).sum()) for b in range(B) for k in range(C)) / (B * C)
+        # fairseq data2vec2.py: d2v_loss(cls_pred, cls_target) * cls_loss * sample_size, summed over every element by
+        # the criterion, divided by sample_size: the weight times a SUM over the B x C copies (cls_loss_reduction "sum")
+        cls_loss = sum(float(((cls[b, k] - cls_target[b]) ** 2).sum()) for b in range(B) for k in range(C))
+        assert c.cls_loss_reduction == "sum" and B * C > 1
         assert cls_loss * scale * 0.01 > 1e-4 * want  # the term is not negligible for this check
+        c.cls_loss_reduction = "mean"  # the per-copy mean instead
+        torch.manual_seed(1)
+        with torch.no_grad():
+            mean = model(**batch).loss.item()
+        assert mean == pytest.approx(want + 0.01 * cls_loss / (B * C) * scale, rel=1e-5)
         want += 0.01 * cls_loss * scale
     assert out.loss.item() == pytest.approx(want, rel=1e-5)
     # the fraction over real positions of every copy

@@ -200,9 +200,11 @@ def test_save_pretrained_writes_the_student_and_loading_rebuilds_the_teacher(mod
 
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path)
     assert type(loaded) is d2v.Data2VecForPreTraining
-    for (name, p), q in zip(loaded._ema_source().named_parameters(), loaded.teacher.parameters()):
-        torch.testing.assert_close(q, p, msg=f"teacher {name} is not the loaded student")
-        torch.testing.assert_close(p, dict(model._ema_source().named_parameters())[name])
+    source = loaded.teacher_source_parameters()
+    assert source.keys() == dict(loaded.teacher.model.named_parameters()).keys()
+    for name, q in loaded.teacher.model.named_parameters():
+        torch.testing.assert_close(q, source[name], msg=f"teacher {name} is not the loaded student")
+        torch.testing.assert_close(source[name], model.teacher_source_parameters()[name])
     assert loaded.teacher.num_updates == 0
 
     student = AutoModel.from_pretrained(tmp_path)
@@ -226,8 +228,10 @@ def test_continued_pretraining_from_a_transformers_checkpoint(modality, tmp_path
         got = model.data2vec(**inputs).last_hidden_state
     real = inputs["attention_mask"].bool() if modality == "text" else slice(None)
     torch.testing.assert_close(got[real], want[real], atol=1e-4, rtol=1e-4)
-    for p, q in zip(model._ema_source().parameters(), model.teacher.parameters()):
-        assert torch.equal(p, q)
+    source = model.teacher_source_parameters()
+    assert source.keys() == dict(model.teacher.model.named_parameters()).keys()
+    for name, q in model.teacher.model.named_parameters():
+        assert torch.equal(source[name], q)
     model.train()
     out = model(**batch)
     assert torch.isfinite(out.loss)
@@ -307,8 +311,10 @@ def test_pretraining_starts_from_a_plain_model_checkpoint_of_ours(tmp_path):
     for name, p in base.named_parameters():
         if not name.startswith("pooler"):
             torch.testing.assert_close(dict(model.data2vec.named_parameters())[name], p, msg=name)
-    for p, q in zip(model._ema_source().parameters(), model.teacher.parameters()):
-        assert torch.equal(p, q)
+    source = model.teacher_source_parameters()
+    assert source.keys() == dict(model.teacher.model.named_parameters()).keys()
+    for name, q in model.teacher.model.named_parameters():
+        assert torch.equal(source[name], q)
     with pytest.raises(ValueError, match="audio checkpoint"):
         d2v.Data2VecVisionModel.from_pretrained(_saved_audio(tmp_path / "audio"))
 
