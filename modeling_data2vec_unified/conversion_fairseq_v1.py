@@ -35,13 +35,12 @@ _WB = r"(weight|bias)"
 # "gelu_accurate" / "gelu_fast" its tanh approximation (fairseq/utils.py get_activation_fn)
 _ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_accurate": "gelu_new", "gelu_fast": "gelu_new"}
 
-# The teacher scope of a converted 1.0 audio model. fairseq's teacher (ema_transformer_only / ema_layers_only,
-# data2vec_audio.py make_ema_teacher) is the student's TransformerEncoder: it reads the student's projected conv
-# features, has its positional conv copied from the student each step (skip_keys) and EMA-averages the LayerNorm after
-# it (`encoder.layer_norm`) and the layers. Our "model_except_feature_encoder" teacher holds exactly those (plus the
-# feature LayerNorm / projection / mask embedding, which it does not use there): its outputs equal fairseq's teacher at
-# conversion. Our 1.0 default "encoder" would share the student's post-positional-conv LayerNorm instead of the
-# teacher's own (EMA) one, so the converted teacher's targets would differ from fairseq's.
+# The teacher scope of a converted 1.0 audio model, the package's 1.0 audio default too. fairseq's teacher
+# (ema_transformer_only / ema_layers_only, data2vec_audio.py make_ema_teacher) is the student's TransformerEncoder: it
+# reads the student's projected conv features, has its positional conv copied from the student each step (skip_keys:
+# our `teacher_copies_pos_conv`) and EMA-averages the LayerNorm after it (`encoder.layer_norm`) and the layers. Our
+# "model_except_feature_encoder" teacher holds exactly those (plus the feature LayerNorm / projection / mask embedding,
+# which it does not use there): its outputs and its EMA steps equal fairseq's teacher.
 AUDIO_TEACHER_SCOPE = "model_except_feature_encoder"
 
 
@@ -220,33 +219,18 @@ def _audio_teacher(ema: dict, kind: str, student: dict, notes: list) -> tuple[di
     """`_ema` (the TransformerEncoder's EMA state dict, keys without `encoder.`) -> our teacher's keys
     (`AUDIO_TEACHER_SCOPE`)."""
     tensors = _teacher_tensors(ema, kind, "_ema")
-    if AUDIO_TEACHER_SCOPE == "encoder":
-        rules = [
-            Rule(r"pos_conv\.(\d+)\.0\.{}".format(_WB), None,
-                 "skip_keys: copied from the student at every EMA step (equal to it); our 'encoder' teacher uses the "
-                 "student's positional conv"),
-            Rule(rf"layer_norm\.{_WB}", None,
-                 "the teacher's EMA of encoder.layer_norm: our 'encoder' teacher uses the student's LayerNorm instead "
-                 "(its targets then differ from fairseq's teacher)"),
-            *_layer_rules("", ""),
-        ]
-        teacher, dropped = _rename(rules, tensors, f"{kind} _ema")
-        teacher = _fill_teacher(teacher, student, "data2vec.encoder.", (), notes, "")
-        notes.append("teacher: scope 'encoder' shares the student's post-positional-conv LayerNorm; fairseq's teacher "
-                     "has its own EMA of it (dropped), so the converted teacher's targets differ from fairseq's")
-    else:
-        rules = [
-            Rule(r"pos_conv\.(\d+)\.0\.{}".format(_WB), r"embeddings.pos_conv.\1.conv.\2",
-                 "skip_keys: fairseq copies the positional conv from the student at every EMA step (equal to it); "
-                 "our teacher holds (and averages) its own"),
-            Rule(rf"layer_norm\.{_WB}", r"embeddings.layer_norm.\1",
-                 "the teacher's own EMA of encoder.layer_norm, applied after the positional conv"),
-            *_layer_rules("", "encoder."),
-        ]
-        teacher, dropped = _rename(rules, tensors, f"{kind} _ema")
-        teacher = _fill_teacher(teacher, student, "data2vec.", ("embeddings.feature_extractor.",), notes,
-                                "fairseq's teacher reads the student's projected features: it has no feature "
-                                "LayerNorm, projection or mask embedding, which our teacher holds but does not use")
+    rules = [
+        Rule(r"pos_conv\.(\d+)\.0\.{}".format(_WB), r"embeddings.pos_conv.\1.conv.\2",
+             "skip_keys: fairseq copies the positional conv from the student at every EMA step (equal to it); so "
+             "does ours (teacher_copies_pos_conv)"),
+        Rule(rf"layer_norm\.{_WB}", r"embeddings.layer_norm.\1",
+             "the teacher's own EMA of encoder.layer_norm, applied after the positional conv"),
+        *_layer_rules("", "encoder."),
+    ]
+    teacher, dropped = _rename(rules, tensors, f"{kind} _ema")
+    teacher = _fill_teacher(teacher, student, "data2vec.", ("embeddings.feature_extractor.",), notes,
+                            "fairseq's teacher reads the student's projected features: it has no feature "
+                            "LayerNorm, projection or mask embedding, which our teacher holds but does not use")
     return teacher, {f"_ema.{k}": v for k, v in dropped.items()}
 
 

@@ -150,3 +150,57 @@ def test_update_with_a_skip_tensor_reads_nothing_back_to_the_host():
             teacher.update(student, skip=skip)
         assert "aten._local_scalar_dense.default" not in seen.ops, seen.ops
         assert seen.ops.count("aten._foreach_lerp_.List") == 1, seen.ops
+
+
+def test_own_audio_recipe_teacher_is_fairseqs_layout():
+    """The package's 1.0 audio recipe builds fairseq's teacher (data2vec_audio.py: ema_transformer_only,
+    ema_layers_only): the student's projected conv features -> the teacher's positional conv, COPIED from the student
+    at every step -> the teacher's own LayerNorm, averaged like the layers. So the targets follow the teacher's
+    LayerNorm and the student's positional conv, and not the student's LayerNorm."""
+    config = tiny_config("audio", ema_decay=0.5, ema_end_decay=0.5, layerdrop=0.0)
+    torch.manual_seed(0)
+    model = d2v.Data2VecForPreTraining(config).eval()
+    assert model.teacher_copied_modules == ("embeddings.pos_conv",)
+    batch = d2v.DataCollatorForData2VecPretraining(config, seed=0)(tiny_examples("audio"))
+    before = {k: v.clone() for k, v in model.teacher.model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():  # the student moves
+            p.add_(0.1 * torch.randn_like(p))
+    model.update_teacher()
+    student, teacher = dict(model.data2vec.named_parameters()), dict(model.teacher.model.named_parameters())
+    for name, p in teacher.items():
+        want = student[name] if name.startswith("embeddings.pos_conv.") else 0.5 * before[name] + 0.5 * student[name]
+        torch.testing.assert_close(p, want, atol=1e-6, rtol=0, msg=name)
+
+    def targets():
+        with torch.no_grad():
+            inputs = {k: batch[k] for k in ("input_values", "attention_mask") if k in batch}
+            return model.forward_teacher(inputs, model.data2vec.embed(inputs))
+
+    reference = targets()
+    with torch.no_grad():
+        model.data2vec.embeddings.layer_norm.weight.mul_(3.0)  # the student's LayerNorm: not the teacher's
+    torch.testing.assert_close(targets(), reference, atol=0, rtol=0)
+    with torch.no_grad():
+        model.teacher.model.embeddings.layer_norm.weight.mul_(3.0)  # the teacher's own
+    assert (targets() - reference).abs().max() > 1e-3
+
+
+def test_copied_modules_follow_the_student_also_with_a_skip_tensor():
+    torch.manual_seed(0)
+    src = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    teacher = EMATeacher(src, 0.5, 0.5, 0, copied=("1",))
+    student = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    before = [p.clone() for p in teacher.model[0].parameters()]
+    teacher.update(student, skip=torch.tensor(True))
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.model[0].parameters()))
+    assert not torch.equal(teacher.model[1].weight, student[1].weight)  # skipped: nothing copied either
+    teacher.update(student, skip=torch.tensor(False))
+    assert all(torch.equal(a, b) for a, b in zip(teacher.model[1].parameters(), student[1].parameters()))
+    for p, b, s in zip(teacher.model[0].parameters(), before, student[0].parameters()):
+        torch.testing.assert_close(p, 0.5 * b + 0.5 * s.detach())
+    other = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    teacher.update(other)  # the plain path (no skip tensor) copies too
+    assert all(torch.equal(a, b) for a, b in zip(teacher.model[1].parameters(), other[1].parameters()))
+    with pytest.raises(ValueError, match="copied names submodules the teacher does not hold"):
+        EMATeacher(src, 0.5, 0.5, 0, copied=("2",))

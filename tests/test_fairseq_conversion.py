@@ -295,3 +295,30 @@ def test_a_converted_pretrained_model_fine_tunes_with_a_fresh_head(tmp_path):
     before = model.classifier.weight.detach().clone()
     torch.optim.AdamW(model.parameters(), lr=1e-3).step()
     assert torch.isfinite(out.loss) and not torch.equal(before, model.classifier.weight)
+
+
+def test_the_image_recipes_training_choices_are_kept():
+    """fairseq data2vec2.py weighs the CLS term by `cls_loss * sample_size` and its criterion sums every element
+    before the trainer divides by sample_size: the weight multiplies a SUM over the B x clone_batch copies, so the
+    converted model's CLS term is exactly B x clone_batch times the per-copy mean. The image recipe sets
+    min_target_var / min_pred_var to 0 (no collapse stop), read from the cfg."""
+    checkpoint = fake_checkpoint("d2v2_vision")
+    config = convert_fairseq_checkpoint(checkpoint).config
+    assert (config.cls_loss_weight, config.cls_loss_reduction) == (0.01, "sum")
+    assert (config.min_target_var, config.min_pred_var) == (0.0, 0.0)
+    checkpoint["cfg"]["model"].update(min_target_var=0.3, min_pred_var=0.02)
+    model = convert_fairseq_checkpoint(checkpoint).build()
+    assert (model.config.min_target_var, model.config.min_pred_var) == (0.3, 0.02)
+    c = model.config
+    c.mask_noise_std = 0.0  # a deterministic decoder input, so the three losses differ by the CLS term only
+    B, P = 2, c.patch_grid[0] * c.patch_grid[1]
+    pixels = example_inputs("d2v2_vision", batch=B)["pixel_values"]
+    visible = round(P * (1 - c.mask_prob))  # fairseq's exact count of visible patches per copy
+    mask = torch.rand(B, c.clone_batch, P, generator=torch.Generator().manual_seed(0)).argsort(-1) >= visible
+    losses = {}
+    with torch.no_grad():
+        for weight, reduction in ((0.0, "sum"), (0.01, "sum"), (0.01, "mean")):
+            c.cls_loss_weight, c.cls_loss_reduction = weight, reduction
+            losses[weight, reduction] = model(pixel_values=pixels, bool_masked_pos=mask).loss.item()
+    summed, mean = losses[0.01, "sum"] - losses[0.0, "sum"], losses[0.01, "mean"] - losses[0.0, "sum"]
+    assert mean > 1e-6 and summed == pytest.approx(B * c.clone_batch * mean, rel=1e-4)

@@ -341,18 +341,68 @@ def test_unsupported_variants_are_refused(kind, edit, what):
         convert_fairseq_checkpoint(ckpt)
 
 
-def test_audio_teacher_in_the_encoder_scope(monkeypatch, converted):
-    """With AUDIO_TEACHER_SCOPE = "encoder" (the package's 1.0 audio default) the teacher is the layers only: the
-    EMA's own LayerNorm after the positional conv is dropped (saying why), the layers are the same tensors."""
-    from modeling_data2vec_unified import conversion_fairseq_v1 as V
+def _fairseq_audio_ema_step(ckpt, decay, copy_pos_conv=True):
+    """fairseq's EMA step of a data2vec 1.0 audio teacher, written out: data2vec_audio.py make_ema_teacher builds
+    EMAModule(self.encoder, skip_keys={pos_conv.*}) (ema_layers_only) and ema_module.py _step_internal sets every
+    `_ema` tensor to decay * ema + (1 - decay) * student, except the skip keys, which it copies from the student."""
+    out = copy.deepcopy(ckpt)
+    ema = out["model"]["_ema"]
+    for key in ema:
+        student = ckpt["model"]["encoder." + key].float()
+        skip = copy_pos_conv and key.startswith("pos_conv.")
+        ema[key] = student.clone() if skip else decay * ema[key].float() + (1 - decay) * student
+    return out
 
-    monkeypatch.setattr(V, "AUDIO_TEACHER_SCOPE", "encoder")
-    ckpt, default, _ = converted["d2v1_audio"]
-    conv = convert_fairseq_checkpoint(ckpt)
-    model = conv.build()
-    assert conv.config.teacher_scope == "encoder"
-    assert {"_ema.layer_norm.weight", "_ema.pos_conv.0.0.weight"} <= set(conv.dropped)
-    assert set(conv.teacher) == set(model.teacher.model.state_dict())
-    for key, value in conv.teacher.items():
-        assert torch.equal(value, default.teacher["encoder." + key])
-    assert any("differ from fairseq" in note for note in conv.notes)
+
+def test_continued_audio_pretraining_takes_fairseqs_ema_step(converted):
+    """A converted 1.0 speech checkpoint, its student moved, one update_teacher() at decay 0.5: the teacher's targets
+    are those of fairseq's teacher after its step (positional conv copied), not of a teacher that averages it."""
+    ckpt, conv, _ = converted["d2v1_audio"]
+    assert conv.config.teacher_copies_pos_conv
+    moved = copy.deepcopy(ckpt)
+    gen = torch.Generator().manual_seed(5)
+    for key, value in moved["model"].items():  # continued training moved the student away from the teacher
+        if torch.is_tensor(value) and value.is_floating_point():
+            moved["model"][key] = (value.float() + 0.1 * torch.randn(value.shape, generator=gen)).to(value.dtype)
+    model = convert_fairseq_checkpoint(moved).build()
+    model.teacher.decay_start = model.teacher.decay_end = 0.5
+    assert model.update_teacher() == 0.5
+    inputs = R.example_inputs("d2v1_audio", batch=1)  # unpadded: fairseq instance-norms over padding too
+    _, _, targets = _teacher_outputs("d2v1_audio", model, inputs)
+    want = R.reference_forward(_fairseq_audio_ema_step(moved, 0.5), inputs, weights="ema")["targets"]
+    averaged = R.reference_forward(_fairseq_audio_ema_step(moved, 0.5, copy_pos_conv=False), inputs, weights="ema")
+    assert _diff(targets, want) <= TOL
+    assert _diff(targets, averaged["targets"]) > 100 * TOL  # the check can tell the two apart
+    student = model.data2vec.embeddings.pos_conv.state_dict()
+    assert all(torch.equal(v, student[k]) for k, v in model.teacher.model.embeddings.pos_conv.state_dict().items())
+
+
+def test_converted_configs_carry_the_recipes_collapse_guard(converted):
+    """fairseq data2vec_audio.py checks min_target_var / min_pred_var (0.1 / 0.01, what the recipe's cfg holds);
+    data2vec_text.py and data2vec_vision's engine_for_cyclical.py have no collapse check: the converted configs never
+    stop a run where the original would go on."""
+    audio = converted["d2v1_audio"][1].config
+    assert (audio.min_target_var, audio.min_pred_var) == (0.1, 0.01)
+    for kind in ("d2v1_text", "beit_vision"):
+        c = converted[kind][1].config
+        assert (c.min_target_var, c.min_pred_var) == (0.0, 0.0), kind
+    ckpt = copy.deepcopy(converted["d2v1_audio"][0])
+    ckpt["cfg"]["model"].update(min_target_var=0.25, min_pred_var=0.0)
+    c = convert_fairseq_checkpoint(ckpt).config
+    assert (c.min_target_var, c.min_pred_var) == (0.25, 0.0)
+
+
+def test_converted_text_has_no_token_type_embedding_to_train(converted):
+    """fairseq's text models have no token types: a zero row of ours would take gradients and move after one step
+    (fairseq's step leaves nothing there); the converted model has none, and takes token type 0 (or none) only."""
+    _, conv, model = converted["d2v1_text"]
+    assert conv.config.type_vocab_size == 0
+    assert not any("token_type" in name for name, _ in model.named_parameters())
+    inputs = R.example_inputs("d2v1_text", batch=2)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    with torch.no_grad():
+        plain = model.data2vec(ids, attention_mask=mask).last_hidden_state
+        zeros = model.data2vec(ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+    assert torch.equal(plain, zeros)
+    with pytest.raises(ValueError, match="token type"):
+        model.data2vec(ids, attention_mask=mask, token_type_ids=torch.ones_like(ids))
