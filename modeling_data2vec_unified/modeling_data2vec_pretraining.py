@@ -202,6 +202,8 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
     The teacher is a copy of what `config.teacher_scope` names: the student's encoder ("encoder": the front end is
     then shared, the teacher sees the student's embedding of the unmasked input), the whole model ("model"), or all
     but the audio conv feature encoder ("model_except_feature_encoder": the teacher reuses the student's features).
+    Each update averages it towards the student, except what `teacher_copied_modules` names (1.0 audio's positional
+    conv, `teacher_copies_pos_conv`), which it copies, as fairseq's EMA does with its skip keys.
     It is *not* a submodule: not in `parameters()` (so never in an optimizer, never wrapped by DDP), not in
     `state_dict()` (so `save_pretrained` writes the student, which `AutoModel` loads). It is built from the student on
     first use, which is also what makes it survive `from_pretrained` (transformers builds the model on the meta device
