@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 import tempfile
 import time
@@ -228,6 +229,8 @@ def main(argv=None) -> None:
                         "a smaller one checks the script quickly")
     parser.add_argument("--plot", default="docs/images/anchors-{modality}.png")
     parser.add_argument("--runs_dir", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--extra", default="", help="more data2vec-pretrain flags for the data2vec runs, one string "
+                        "(an ablation: the anchor keeps its recipe)")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     if set(methods) - set(METHODS):
@@ -236,7 +239,7 @@ def main(argv=None) -> None:
     default_steps = args.steps or trainer.TRAINING_DEFAULTS["tiny"][args.modality][2]
     if not args.steps and trainer.TRAINING_DEFAULTS_V2[args.modality][2] != default_steps:
         raise SystemExit("the 1.0 and 2.0 default runs differ in steps: give them one budget first")
-    results = {"modality": args.modality, "seed": args.seed, "budgets": {}, "raw_inputs": None}
+    results = {"modality": args.modality, "seed": args.seed, "extra": args.extra, "budgets": {}, "raw_inputs": None}
     with tempfile.TemporaryDirectory(prefix="anchors.") as tmp:
         root = Path(args.runs_dir or tmp)
         for scale in (int(s) for s in args.scales.split(",")):
@@ -247,7 +250,8 @@ def main(argv=None) -> None:
             for method in ("data2vec", "data2vec2"):
                 if method in methods or (method == "data2vec" and "anchor" in methods):
                     out = root / f"{args.modality}-{method}-{steps}"
-                    run = ttq.run(args.modality, method, every, ["--max_steps", str(steps)], args.seed, out)
+                    run = ttq.run(args.modality, method, every, ["--max_steps", str(steps), *shlex.split(args.extra)],
+                                  args.seed, out)
                     if method in methods:
                         runs[method] = run
                     results["raw_inputs"] = run["raw_inputs"]
