@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=2 python bench/anchors.py --modality text                 # 1x the default steps
     OMP_NUM_THREADS=2 python bench/anchors.py --modality text --scales 1,5    # and 5x
-    OMP_NUM_THREADS=2 python bench/anchors.py --modality text --methods anchor --scales 1 --seeds 0,1,2
+    OMP_NUM_THREADS=2 python bench/anchors.py --modality text --methods data2vec,anchor --seed 1
+    OMP_NUM_THREADS=2 python bench/anchors.py --modality vision               # against MAE
 
 Per modality and step budget (the default run's steps times each `--scales` factor), three pretraining runs on the
 same data, with the same encoder size (hidden size, layers, heads, FFN), the same tokenizer, batch, steps, optimiser
@@ -13,7 +14,9 @@ same data, with the same encoder size (hidden size, layers, heads, FFN), the sam
 - the anchor (`ANCHORS`), from transformers as a user would call it. Text: `RobertaForMaskedLM` trained with
   `DataCollatorForLanguageModeling` (15% of the tokens, BERT's 80/10/10), on the 1.0 run's token blocks and
   tokenizer, with the 1.0 text recipe's optimiser and schedule (`trainer.OPTIMIZER_DEFAULTS`, `TRAINING_DEFAULTS`)
-  and its dropout.
+  and its dropout. Vision: `ViTMAEForPreTraining` (75% of the patches removed, normalised-pixel loss, a 2-layer decoder
+  as wide as the encoder) on the same digits with the same augmentation, with the tiny vision recipe's optimiser.
+  Every method gets the data2vec 1.0 default run's steps (vision: 1680, where 2.0's own default is 800).
 
 Every model is probed with the package's probe (`probe.pool` + `probe.probe_accuracy`: the mean of the top 2
 layers, pooled as `probe.POOLING` says, logistic regression on the same train / held-out examples) at its initial
@@ -91,7 +94,56 @@ class TextMaskedLM:
         return np.concatenate(out)
 
 
-ANCHORS = {"text": TextMaskedLM}
+class VisionMAE:
+    """Masked autoencoding (`ViTMAEForPreTraining`: 75% of the patches removed, normalised-pixel targets, as the MAE
+    recipe), with the data2vec run's image augmentation; the decoder shrunk with the encoder (its width, 2 layers)."""
+
+    name = "MAE (ViTMAEForPreTraining)"
+
+    def __init__(self, config: Data2VecConfig, processor):
+        from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+        from modeling_data2vec_unified.masking import DataCollatorForData2VecPretraining
+
+        c = config
+        self.model = ViTMAEForPreTraining(ViTMAEConfig(
+            hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+            intermediate_size=c.intermediate_size, hidden_act=c.hidden_act, hidden_dropout_prob=c.hidden_dropout_prob,
+            attention_probs_dropout_prob=c.attention_probs_dropout_prob, layer_norm_eps=c.layer_norm_eps,
+            image_size=c.image_size, patch_size=c.patch_size, num_channels=c.num_channels, mask_ratio=0.75,
+            norm_pix_loss=True, decoder_hidden_size=c.hidden_size, decoder_num_hidden_layers=2,
+            decoder_num_attention_heads=c.num_attention_heads, decoder_intermediate_size=c.intermediate_size))
+        self.augmented = DataCollatorForData2VecPretraining(config, image_augment="affine")  # the data2vec run's
+        self.plain = DataCollatorForData2VecPretraining(config)
+
+    def collate(self, examples: list[dict]) -> dict:
+        return self.augmented.collate_inputs(examples)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return self.model(**batch).loss
+
+    @torch.no_grad()
+    def features(self, examples: list[dict], pooling: str, batch_size: int = 256) -> np.ndarray:
+        """The mean of the top 2 hidden states over the patches (not CLS), with nothing masked (mask_ratio 0 keeps
+        every patch; their order is shuffled, which a mean does not see)."""
+        was, vit = self.model.training, self.model.vit
+        ratio = vit.config.mask_ratio
+        self.model.eval()
+        vit.config.mask_ratio = 0.0
+        out = []
+        try:
+            for start in range(0, len(examples), batch_size):
+                batch = self.plain.collate_inputs(examples[start : start + batch_size])
+                states = vit(**batch, output_hidden_states=True).hidden_states
+                hidden = torch.stack(states[-2:]).mean(0).float()[:, 1:]
+                out.append(pool(hidden, torch.ones(hidden.shape[:2]), pooling).numpy())
+        finally:
+            vit.config.mask_ratio = ratio
+            self.model.train(was)
+        return np.concatenate(out)
+
+
+ANCHORS = {"text": TextMaskedLM, "vision": VisionMAE}
 
 
 def run_anchor(modality: str, reference_dir: Path, steps: int, probe_every: int, seed: int) -> dict:
@@ -107,7 +159,7 @@ def run_anchor(modality: str, reference_dir: Path, steps: int, probe_every: int,
     data = load_pretraining_data(config, "builtin", processor=processor, max_seq_length=args.max_seq_length,
                                  tokenizer_vocab_size=args.tokenizer_vocab_size, seed=seed)
     lr, batch_size, _ = trainer.TRAINING_DEFAULTS["tiny"][modality]
-    opt = trainer.OPTIMIZER_DEFAULTS[modality]
+    opt = {**trainer.OPTIMIZER_DEFAULTS[modality], **trainer.TINY_OPTIMIZER.get(modality, {})}  # the tiny run's
     torch.manual_seed(seed)
     anchor = ANCHORS[modality](config, data.processor)
     model = anchor.model
@@ -236,9 +288,8 @@ def main(argv=None) -> None:
     if set(methods) - set(METHODS):
         parser.error(f"--methods: choose from {METHODS}")
     trainer.PERIODIC_PROBE_EXAMPLES = (10**9, 10**9)  # every periodic probe on all the probe data, as the final one
+    # one budget for every method: the data2vec 1.0 default run's steps (2.0's default differs for vision)
     default_steps = args.steps or trainer.TRAINING_DEFAULTS["tiny"][args.modality][2]
-    if not args.steps and trainer.TRAINING_DEFAULTS_V2[args.modality][2] != default_steps:
-        raise SystemExit("the 1.0 and 2.0 default runs differ in steps: give them one budget first")
     results = {"modality": args.modality, "seed": args.seed, "extra": args.extra, "budgets": {}, "raw_inputs": None}
     with tempfile.TemporaryDirectory(prefix="anchors.") as tmp:
         root = Path(args.runs_dir or tmp)
