@@ -133,7 +133,7 @@ class Table:
             self.bad.append(f"{kind} {check}")
 
     def print(self):
-        print(f"| kind | check | max abs diff (loss: rel) | scale (max abs fairseq) | verdict | worst |")
+        print("| kind | check | max abs diff (loss: rel) | scale (max abs fairseq) | verdict | worst |")
         print("|---|---|---|---|---|---|")
         for kind, check, diff, scale, ok, where in self.rows:
             print(f"| {kind} | {check} | {diff:.1e} | {scale:.3g} | {'ok' if ok else 'MISMATCH'} | {where} |")

@@ -457,6 +457,12 @@ class Data2VecConfig(PreTrainedConfig):
             raise ValueError(f"2-D sin-cos positions need hidden_size divisible by 4; got {self.hidden_size}")
 
     @property
+    def num_token_types(self) -> int:
+        """Text: the token types a model takes: type_vocab_size, or type 0 alone without a token-type embedding
+        (type_vocab_size 0)."""
+        return max(1, self.type_vocab_size or 0)
+
+    @property
     def num_feat_extract_layers(self) -> int:
         return len(self.conv_dim) if self.conv_dim is not None else 0
 

@@ -697,7 +697,7 @@ def check_batch(config: Data2VecConfig, batch: Mapping[str, torch.Tensor | None]
             if batch.get(name) is not None:
                 check_token_ids(batch[name], name, config.vocab_size, config.pad_token_id)
         if batch.get("token_type_ids") is not None:
-            check_token_ids(batch["token_type_ids"], "token_type_ids", max(1, config.type_vocab_size))
+            check_token_ids(batch["token_type_ids"], "token_type_ids", config.num_token_types)
     elif config.modality == "vision":
         if values.dim() != 4:
             raise ValueError(f"pixel_values must be (batch, channels, height, width); got shape {tuple(values.shape)}")

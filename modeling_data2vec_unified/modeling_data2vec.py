@@ -368,6 +368,7 @@ class Data2VecTextEmbeddings(nn.Module):
         )
         types = config.type_vocab_size
         self.token_type_embeddings = nn.Embedding(types, config.hidden_size) if types else None
+        self.num_token_types = config.num_token_types
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         # longest sequence: positions run from padding_idx + 1 (fairseq's make_positions)
@@ -407,11 +408,6 @@ class Data2VecTextEmbeddings(nn.Module):
         x = x + self.position_embeddings(position_ids)
         x = self.dropout(self.layer_norm(x))  # (B, T, D)
         return FrontEndOutput(x, attention_mask.bool() if attention_mask is not None else None)
-
-    @property
-    def num_token_types(self) -> int:
-        """Token types the embeddings take: type_vocab_size, or the one type 0 without a token-type embedding."""
-        return self.token_type_embeddings.num_embeddings if self.token_type_embeddings is not None else 1
 
     tokens = forward  # the whole front end runs once per sample (positions are learned, in the front end)
 

@@ -244,8 +244,10 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
     def _ema_exclude(self) -> tuple[str, ...]:
         return (self.data2vec.feature_encoder,) if self.config.teacher_scope == "model_except_feature_encoder" else ()
 
-    def _ema_copied(self) -> tuple[str, ...]:
-        """What the teacher copies from the student at every update instead of averaging (fairseq's skip_keys)."""
+    @property
+    def teacher_copied_modules(self) -> tuple[str, ...]:
+        """The teacher's submodules copied from the student at every update instead of averaged (fairseq's EMA
+        skip_keys)."""
         c, pos_conv = self.config, self.data2vec.positional_conv
         return (pos_conv,) if c.teacher_copies_pos_conv and pos_conv and c.teacher_scope != "encoder" else ()
 
@@ -260,7 +262,7 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
                 raise RuntimeError("the student's weights are not loaded yet (meta device): no teacher to build")
             c = self.config
             teacher = EMATeacher(source, c.ema_decay, c.ema_end_decay, c.ema_anneal_end_step,
-                                 exclude=self._ema_exclude(), copied=self._ema_copied())
+                                 exclude=self._ema_exclude(), copied=self.teacher_copied_modules)
             if self.__dict__.get("_teacher_file"):  # a checkpoint's own teacher (a converted fairseq `_ema`): its
                 teacher.load(self.__dict__["_teacher_file"])  # weights; the schedule is this config's, from update 0
                 teacher.num_updates = 0
@@ -273,11 +275,6 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         """The student's parameters the teacher follows, by the teacher's parameter names (averaged, or copied where
         `teacher_copied_modules` says)."""
         return self.teacher.source_parameters(self._ema_source())
-
-    @property
-    def teacher_copied_modules(self) -> tuple[str, ...]:
-        """The teacher's submodules copied from the student at every update instead of averaged."""
-        return self._ema_copied()
 
     def update_teacher(self, skip: torch.Tensor | None = None) -> float:
         """One EMA step of the teacher towards the student, at the decay scheduled for this update count (call it
