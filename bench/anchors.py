@@ -28,7 +28,9 @@ training seconds for every method and budget, with each method's random init and
 
 from __future__ import annotations
 
+import abc
 import argparse
+import copy
 import json
 import math
 import shlex
@@ -55,7 +57,31 @@ METHODS = ("data2vec", "data2vec2", "anchor")
 # ---- the anchors: what a user would train instead, from transformers -------------------------------------------------
 
 
-class TextMaskedLM:
+class Anchor(abc.ABC):
+    """A pretraining method from transformers: `model` (what is trained), `collate` / `loss` (one step), `encoder`
+    and `encode` (the top 2 layers' mean and the real positions, with gradients: the probe's and the fine-tune's
+    input)."""
+
+    model: torch.nn.Module
+    encoder: torch.nn.Module
+
+    @abc.abstractmethod
+    def encode(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden (B, T, D), real (B, T)) of `examples`, with gradients."""
+
+    @torch.no_grad()
+    def features(self, examples: list[dict], pooling: str, batch_size: int = 64) -> np.ndarray:
+        """The probe's features: `encode` in eval mode, pooled over the real positions."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            return np.concatenate([pool(*(x.float() for x in self.encode(examples[i : i + batch_size])), pooling).numpy()
+                                   for i in range(0, len(examples), batch_size)])
+        finally:
+            self.model.train(was)
+
+
+class TextMaskedLM(Anchor):
     """RoBERTa masked language modelling (`RobertaForMaskedLM` + `DataCollatorForLanguageModeling`, 15%)."""
 
     name = "masked LM (RobertaForMaskedLM)"
@@ -79,22 +105,18 @@ class TextMaskedLM:
     def loss(self, batch: dict) -> torch.Tensor:
         return self.model(**batch).loss
 
-    @torch.no_grad()
-    def features(self, examples: list[dict], pooling: str, batch_size: int = 64) -> np.ndarray:
-        """The probe's features: the mean of the top 2 hidden states, pooled over the real tokens."""
-        was = self.model.training
-        self.model.eval()
-        out = []
-        for start in range(0, len(examples), batch_size):
-            part = [{"input_ids": e["input_ids"].tolist()} for e in examples[start : start + batch_size]]
-            batch = self.tokenizer.pad(part, return_tensors="pt")
-            states = self.model.roberta(**batch, output_hidden_states=True).hidden_states
-            out.append(pool(torch.stack(states[-2:]).mean(0).float(), batch["attention_mask"], pooling).numpy())
-        self.model.train(was)
-        return np.concatenate(out)
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return self.model.roberta
+
+    def encode(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean of the top 2 hidden states (B, T, D) and the real tokens (B, T)."""
+        batch = self.tokenizer.pad([{"input_ids": e["input_ids"].tolist()} for e in examples], return_tensors="pt")
+        states = self.encoder(**batch, output_hidden_states=True).hidden_states
+        return torch.stack(states[-2:]).mean(0), batch["attention_mask"]
 
 
-class VisionMAE:
+class VisionMAE(Anchor):
     """Masked autoencoding (`ViTMAEForPreTraining`: 75% of the patches removed, normalised-pixel targets, as the MAE
     recipe), with the data2vec run's image augmentation; the decoder shrunk with the encoder (its width, 2 layers)."""
 
@@ -122,33 +144,92 @@ class VisionMAE:
     def loss(self, batch: dict) -> torch.Tensor:
         return self.model(**batch).loss
 
-    @torch.no_grad()
-    def features(self, examples: list[dict], pooling: str, batch_size: int = 256) -> np.ndarray:
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return self.model.vit
+
+    def encode(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean of the top 2 hidden states over the patches (not CLS), with nothing masked (mask_ratio 0 keeps
         every patch; their order is shuffled, which a mean does not see)."""
-        was, vit = self.model.training, self.model.vit
-        ratio = vit.config.mask_ratio
-        self.model.eval()
-        vit.config.mask_ratio = 0.0
-        out = []
+        vit = self.model.vit
+        ratio, vit.config.mask_ratio = vit.config.mask_ratio, 0.0
         try:
-            for start in range(0, len(examples), batch_size):
-                batch = self.plain.collate_inputs(examples[start : start + batch_size])
-                states = vit(**batch, output_hidden_states=True).hidden_states
-                hidden = torch.stack(states[-2:]).mean(0).float()[:, 1:]
-                out.append(pool(hidden, torch.ones(hidden.shape[:2]), pooling).numpy())
+            states = vit(**self.plain.collate_inputs(examples), output_hidden_states=True).hidden_states
         finally:
             vit.config.mask_ratio = ratio
-            self.model.train(was)
-        return np.concatenate(out)
+        hidden = torch.stack(states[-2:]).mean(0)[:, 1:]
+        return hidden, torch.ones(hidden.shape[:2])
 
 
-ANCHORS = {"text": TextMaskedLM, "vision": VisionMAE}
+class AudioWav2Vec2(Anchor):
+    """wav2vec 2.0 (`Wav2Vec2ForPreTraining`: contrastive loss against 100 negatives from the same clip, with the Gumbel
+    product quantizer and its diversity loss), called as transformers' run_wav2vec2_pretraining_no_trainer.py does:
+    spans of 10 frames masked with probability 0.65 (`_compute_mask_indices`, the data2vec audio recipe's own), negatives
+    drawn by `_sample_negative_indices`, the loss divided by the masked frames, the Gumbel temperature decayed from 2
+    to 0.5 (per step, x 0.999995 in the example; here over the run, as the example's runs are 200k steps). Same conv
+    feature encoder (layer norm, as data2vec's), encoder and crops as the data2vec run; one positional conv of the
+    data2vec one's kernel (wav2vec 2.0 has one, data2vec audio a stack); the quantizer's codebooks as the example's
+    (2 groups x 320), its width the encoder's."""
+
+    name = "wav2vec 2.0 (Wav2Vec2ForPreTraining)"
+    temperature = (2.0, 0.5)
+
+    def __init__(self, config: Data2VecConfig, processor):
+        from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+
+        from modeling_data2vec_unified.masking import DataCollatorForData2VecPretraining
+
+        c = config
+        self.config = c
+        self.model = Wav2Vec2ForPreTraining(Wav2Vec2Config(
+            hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+            intermediate_size=c.intermediate_size, hidden_act=c.hidden_act, hidden_dropout=c.hidden_dropout_prob,
+            attention_dropout=c.attention_probs_dropout_prob, activation_dropout=c.activation_dropout,
+            feat_proj_dropout=c.feat_proj_dropout, layerdrop=c.layerdrop, layer_norm_eps=c.layer_norm_eps,
+            feat_extract_norm="layer", feat_extract_activation=c.feat_extract_activation, conv_dim=c.conv_dim,
+            conv_stride=c.conv_stride, conv_kernel=c.conv_kernel, conv_bias=c.conv_bias,
+            num_conv_pos_embeddings=c.conv_pos_kernel_size, num_conv_pos_embedding_groups=c.num_conv_pos_embedding_groups,
+            mask_time_prob=c.mask_prob, mask_time_length=c.mask_length, num_negatives=100,
+            codevector_dim=c.hidden_size, proj_codevector_dim=c.hidden_size, num_codevectors_per_group=320,
+            num_codevector_groups=2, diversity_loss_weight=0.1, do_stable_layer_norm=False))
+        self.collator = DataCollatorForData2VecPretraining(config)  # the data2vec run's crops
+        self.plain = DataCollatorForData2VecPretraining(config, audio_crop="pad")  # the probe's
+        self.steps, self.step = 1, 0
+
+    def collate(self, examples: list[dict]) -> dict:
+        from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+        batch = self.collator.collate_inputs(examples)
+        frames = int(self.model._get_feat_extract_output_lengths(batch["input_values"].shape[1]))
+        shape = (len(examples), frames)
+        mask = _compute_mask_indices(shape, self.config.mask_prob, self.config.mask_length, min_masks=2)
+        negatives = _sample_negative_indices(shape, self.model.config.num_negatives, mask)
+        return {**batch, "mask_time_indices": torch.from_numpy(mask),
+                "sampled_negative_indices": torch.from_numpy(negatives)}
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        high, low = self.temperature
+        self.model.set_gumbel_temperature(max(high * (low / high) ** (self.step / max(self.steps - 1, 1)), low))
+        self.step += 1
+        return self.model(**batch).loss / batch["mask_time_indices"].sum()
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return self.model.wav2vec2
+
+    def encode(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean of the top 2 hidden states and the clip's real frames (nothing is masked in eval mode)."""
+        batch = self.plain.collate_inputs(examples)
+        states = self.encoder(**batch, output_hidden_states=True).hidden_states
+        hidden = torch.stack(states[-2:]).mean(0)
+        return hidden, self.encoder._get_feature_vector_attention_mask(hidden.shape[1], batch["attention_mask"])
 
 
-def run_anchor(modality: str, reference_dir: Path, steps: int, probe_every: int, seed: int) -> dict:
-    """The anchor trained for `steps` with the data, tokenizer, sizes and recipe of the data2vec 1.0 run saved in
-    `reference_dir`; its points as `time_to_quality.run` gives them."""
+ANCHORS = {"text": TextMaskedLM, "vision": VisionMAE, "audio": AudioWav2Vec2}
+
+
+def reference_data(modality: str, reference_dir: Path, seed: int):
+    """The data2vec 1.0 run's config and data (its tokenizer for text), with the probe's examples."""
     config = Data2VecConfig.from_pretrained(reference_dir)
     args = trainer.PretrainingArguments(modality=modality, output_dir=str(reference_dir))
     processor = None
@@ -158,11 +239,22 @@ def run_anchor(modality: str, reference_dir: Path, steps: int, probe_every: int,
         processor = AutoTokenizer.from_pretrained(reference_dir)
     data = load_pretraining_data(config, "builtin", processor=processor, max_seq_length=args.max_seq_length,
                                  tokenizer_vocab_size=args.tokenizer_vocab_size, seed=seed)
+    return config, args, data
+
+
+def run_anchor(modality: str, reference_dir: Path, steps: int, probe_every: int, seed: int,
+               finetune_epochs: int = 0) -> dict:
+    """The anchor trained for `steps` with the data, tokenizer, sizes and recipe of the data2vec 1.0 run saved in
+    `reference_dir`; its points as `time_to_quality.run` gives them, and (`finetune_epochs` > 0) the fine-tune scores
+    of its pretrained and initial weights."""
+    config, args, data = reference_data(modality, reference_dir, seed)
     lr, batch_size, _ = trainer.TRAINING_DEFAULTS["tiny"][modality]
     opt = {**trainer.OPTIMIZER_DEFAULTS[modality], **trainer.TINY_OPTIMIZER.get(modality, {})}  # the tiny run's
     torch.manual_seed(seed)
     anchor = ANCHORS[modality](config, data.processor)
+    anchor.steps = steps
     model = anchor.model
+    initial = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.AdamW(parameter_groups(model, lr, opt["weight_decay"]), lr=lr,
                                   betas=(0.9, opt["adam_beta2"]), eps=opt["adam_epsilon"])
     from transformers import get_scheduler
@@ -203,9 +295,91 @@ def run_anchor(modality: str, reference_dir: Path, steps: int, probe_every: int,
                 print(f"step {step}: loss {recent:.3f} probe {points[-1]['accuracy']:.3f}", flush=True)
             if step == steps:
                 break
-    return {"algorithm": "anchor", "name": anchor.name, "steps": steps, "training_seconds": elapsed, "points": points,
-            "final_accuracy": points[-1]["accuracy"], "random_init": random_init,
-            "losses": torch.stack(losses).tolist()}
+    run = {"algorithm": "anchor", "name": anchor.name, "steps": steps, "training_seconds": elapsed, "points": points,
+           "final_accuracy": points[-1]["accuracy"], "random_init": random_init, "losses": torch.stack(losses).tolist()}
+    if finetune_epochs:
+        pretrained = copy.deepcopy(model.state_dict())
+        run["finetune"] = finetune(anchor.encode, anchor.encoder, data.probe, modality, finetune_epochs, seed)
+        model.load_state_dict(initial)
+        run["finetune_scratch"] = finetune(anchor.encode, anchor.encoder, data.probe, modality, finetune_epochs, seed)
+        model.load_state_dict(pretrained)
+    return run
+
+
+# ---- fine-tuning: the same head and recipe for every method ------------------------------------------------------
+
+FINETUNE = dict(lr=5e-4, batch_size=32, weight_decay=0.01, warmup=0.1)
+
+
+def finetune(encode, encoder: torch.nn.Module, probe, modality: str, epochs: int, seed: int) -> float:
+    """Held-out accuracy after fine-tuning `encoder` (all its weights) with a linear head on the probe's features
+    (the top 2 layers' mean, pooled as `POOLING`), on the probe's training examples, for `epochs`: AdamW
+    (`FINETUNE`), linear decay after a warm-up, the encoder's dropout on. `encode(examples)` gives (hidden (B, T, D),
+    real (B, T)) with gradients. The encoder's weights are changed in place (callers restore them)."""
+    pooling = POOLING[modality]
+    train, test = probe.train, probe.test
+    classes = 1 + max(int(e["labels"]) for e in [*train, *test])
+    torch.manual_seed(seed)
+    width = encode(train[:2])[0].shape[-1] * (2 if pooling == "mean_std" else 1)
+    head = torch.nn.Linear(width, classes)
+    params = [*encoder.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=FINETUNE["lr"], weight_decay=FINETUNE["weight_decay"])
+    b = FINETUNE["batch_size"]
+    total = epochs * (len(train) // b)
+    warmup = max(1, int(FINETUNE["warmup"] * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min((i + 1) / warmup, max(0.0, (total - i) / max(1, total - warmup))))
+    rng = np.random.default_rng(seed)
+    encoder.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(train))
+        for start in range(0, len(order) - b + 1, b):
+            part = [train[i] for i in order[start : start + b]]
+            hidden, real = encode(part)
+            logits = head(pool(hidden.float(), real, pooling))
+            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([int(e["labels"]) for e in part]))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+    encoder.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(test), 64):
+            part = test[start : start + 64]
+            hidden, real = encode(part)
+            predicted = head(pool(hidden.float(), real, pooling)).argmax(-1)
+            correct += int((predicted == torch.tensor([int(e["labels"]) for e in part])).sum())
+    return correct / len(test)
+
+
+def finetune_data2vec(modality: str, run_dir: Path, reference_dir: Path, epochs: int, seed: int) -> dict:
+    """Fine-tune scores of a data2vec run's saved model (`AutoModel.from_pretrained`) and of the same architecture at
+    random initialisation (seeded as the run)."""
+    from transformers import AutoModel
+
+    from modeling_data2vec_unified.masking import DataCollatorForData2VecPretraining
+    from modeling_data2vec_unified.probe import _real_positions
+
+    _, _, data = reference_data(modality, reference_dir, seed)
+    scores = {}
+    for name in ("finetune", "finetune_scratch"):
+        if name == "finetune":
+            model = AutoModel.from_pretrained(run_dir)
+        else:
+            torch.manual_seed(seed)
+            model = AutoModel.from_config(Data2VecConfig.from_pretrained(run_dir))
+        collator = DataCollatorForData2VecPretraining(model.config, audio_crop="pad")
+
+        def encode(examples, model=model, collator=collator):
+            batch = collator.collate_inputs(examples)
+            states = model(**batch, output_hidden_states=True).hidden_states
+            hidden = torch.stack(states[-2:]).mean(0)
+            return hidden, _real_positions(model.config, batch, hidden.shape[1], hidden.device)
+
+        scores[name] = finetune(encode, model, data.probe, modality, epochs, seed)
+    return scores
 
 
 # ---- the comparison ------------------------------------------------------------------------------------------------
@@ -224,11 +398,13 @@ def report(modality: str, results: dict) -> str:
     for scale, runs in results["budgets"].items():
         steps = runs["data2vec"]["steps"] if "data2vec" in runs else next(iter(runs.values()))["steps"]
         lines += [f"### {modality}, {scale}x the default steps ({steps}), seed {results['seed']}", "",
-                  "| method | final probe | best probe (step) | random init | training s |", "|---|---|---|---|---|"]
+                  "| method | final probe | best probe (step) | random init | fine-tuned: pretrained / from scratch "
+                  "| training s |", "|---|---|---|---|---|---|"]
         for method, run in runs.items():
             b = best(run)
+            tuned = (f"{ttq.pct(run['finetune'])} / {ttq.pct(run['finetune_scratch'])}" if "finetune" in run else "-")
             lines.append(f"| {label(method, runs)} | {ttq.pct(run['final_accuracy'])} | {ttq.pct(b['accuracy'])} "
-                         f"({b['step']}) | {ttq.pct(run['random_init'])} | {run['training_seconds']:.1f} |")
+                         f"({b['step']}) | {ttq.pct(run['random_init'])} | {tuned} | {run['training_seconds']:.1f} |")
         lines.append("")
         lines.append("| method | " + " | ".join(str(p["step"]) for p in next(iter(runs.values()))["points"]) + " |")
         lines.append("|---" * (1 + len(next(iter(runs.values()))["points"])) + "|")
@@ -279,6 +455,8 @@ def main(argv=None) -> None:
     parser.add_argument("--probes", type=int, default=6, help="periodic probes per run")
     parser.add_argument("--steps", type=int, default=None, help="the 1x budget (default: the default run's steps); "
                         "a smaller one checks the script quickly")
+    parser.add_argument("--finetune_epochs", type=int, default=10, help="fine-tune each pretrained model and its "
+                        "initial weights for this many epochs on the probe's training examples (0: no fine-tuning)")
     parser.add_argument("--plot", default="docs/images/anchors-{modality}.png")
     parser.add_argument("--runs_dir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--extra", default="", help="more data2vec-pretrain flags for the data2vec runs, one string "
@@ -303,11 +481,13 @@ def main(argv=None) -> None:
                     out = root / f"{args.modality}-{method}-{steps}"
                     run = ttq.run(args.modality, method, every, ["--max_steps", str(steps), *shlex.split(args.extra)],
                                   args.seed, out)
+                    if args.finetune_epochs and method in methods:
+                        run.update(finetune_data2vec(args.modality, out, out, args.finetune_epochs, args.seed))
                     if method in methods:
                         runs[method] = run
                     results["raw_inputs"] = run["raw_inputs"]
             if "anchor" in methods:
-                runs["anchor"] = run_anchor(args.modality, reference, steps, every, args.seed)
+                runs["anchor"] = run_anchor(args.modality, reference, steps, every, args.seed, args.finetune_epochs)
             results["budgets"][scale] = runs
     text = report(args.modality, results)
     print("\n" + text)

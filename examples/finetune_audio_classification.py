@@ -7,8 +7,8 @@ feature encoder frozen as data2vec fine-tunes, then score it on held-out clips.
     python examples/finetune_audio_classification.py --model_name_or_path facebook/data2vec-audio-base \
         --dataset ./my_clips --num_train_epochs 5 --learning_rate 3e-5 --per_device_train_batch_size 8
 
-`--dataset` takes `builtin` (8 classes of synthesised sounds, 800 train / 200 held out, as `data2vec-pretrain
---modality audio` draws them), a folder of audio files with one subfolder per class (`audiofolder`'s layout), a csv /
+`--dataset` takes `builtin` (10 two-syllable words said by synthetic voices, 800 train / 200 held out, as
+`data2vec-pretrain --modality audio` draws them), a folder of audio files with one subfolder per class (`audiofolder`'s layout), a csv /
 json file or a `datasets` Hub id, with `--audio_column` / `--label_column`. The audio column may hold decoded arrays
 (a list of samples, or {"array", "sampling_rate"}), file paths, or `datasets.Audio` entries: those are NOT decoded
 by `datasets` (its decoder needs torchcodec, which this package does not use) but read from their bytes / path with
@@ -32,7 +32,8 @@ import datasets
 from transformers import set_seed
 
 from modeling_data2vec_unified import Data2VecForAudioClassification, load_pretraining_data, metrics
-from modeling_data2vec_unified.data import AUDIO_EXTENSIONS, SOUND_CLASSES
+from modeling_data2vec_unified.data import AUDIO_EXTENSIONS
+from modeling_data2vec_unified.synthetic_voices import SPOKEN_WORD_CLASSES
 from modeling_data2vec_unified.finetuning import (
     AudioCollator,
     AudioExampleArguments,
@@ -52,7 +53,7 @@ from modeling_data2vec_unified.finetuning import (
 
 @dataclass
 class FinetuningArguments(AudioExampleArguments):
-    dataset: str = field(default="builtin", metadata={"help": "'builtin' (synthesised sounds), an audio folder, a "
+    dataset: str = field(default="builtin", metadata={"help": "'builtin' (words said by synthetic voices), an audio folder, a "
                                                               "csv / json file or a datasets Hub id"})
     label_column: str = field(default="label", metadata={"help": "class ids (a ClassLabel) or class names"})
 
@@ -86,7 +87,7 @@ def prepare_data(args: FinetuningArguments, config, feature_extractor) -> tuple[
     """(train set, held-out set, class names); each example {"input_values", "labels"}."""
     if args.dataset == "builtin":  # the clips and split data2vec-pretrain --modality audio uses
         probe = load_pretraining_data(config, "builtin", processor=feature_extractor).probe
-        return as_dataset(probe.train), as_dataset(probe.test), list(SOUND_CLASSES)
+        return as_dataset(probe.train), as_dataset(probe.test), list(SPOKEN_WORD_CLASSES)
     train_rows, eval_rows = load_labelled_splits(
         args.dataset, {"--audio_column": args.audio_column, "--label_column": args.label_column},
         dataset_config_name=args.dataset_config_name, train_split=args.train_split, eval_split=args.eval_split,
@@ -126,7 +127,7 @@ def main(argv=None) -> dict:
                               compute_metrics=metrics.accuracy)
     # the model and its processor are saved for AutoModelForAudioClassification / pipeline()
     return train_and_report(trainer, args, lambda r: f"eval accuracy {r['eval_accuracy']:.4f} ({len(test)} examples)",
-                            "audio-classification", "synthesised sounds (built in)")
+                            "audio-classification", "words said by synthetic voices (built in)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Pretrain data2vec on speech or other audio, then extract frame features.
 
-    python examples/pretrain_audio.py                                # synthesised sounds, tiny model
+    python examples/pretrain_audio.py                                # words said by synthetic voices, tiny model
     python examples/pretrain_audio.py --dataset ./my_wavs --model_size base --max_audio_seconds 15.6 \
         --mixed_precision bf16 --per_device_train_batch_size 8 --gradient_accumulation_steps 8
     python examples/pretrain_audio.py --init_from facebook/data2vec-audio-base --dataset ./domain_audio \

@@ -4,7 +4,7 @@ reloaded with AutoModel.
     python examples/quickstart.py [--output_dir runs/quickstart] [--steps 20]
 
 Vision uses scikit-learn's digits images, text (byte-level) English help text that ships with Python
-(`pydoc_data`), audio synthesised tones. For each, `DataCollatorForData2VecPretraining` draws the modality's
+(`pydoc_data`), audio words said by synthetic voices. For each, `DataCollatorForData2VecPretraining` draws the modality's
 masks and `Data2VecForPreTraining` (student + regression head + EMA teacher) takes a few AdamW steps. The student
 is saved with `save_pretrained` (safetensors) and loaded back with `transformers.AutoModel`, which returns the
 right modality's class and the same outputs.

@@ -7,8 +7,8 @@ labels, a `ProbeData` for a linear probe.
 
 - `"builtin"` (no network): vision: scikit-learn's 8x8 digits; text: the Python help topics (`pydoc_data`) and the
   standard library's docstrings (`stdlib_docstrings`, labelled by the area of the library: the probe) with a
-  byte-level BPE tokenizer trained on them; audio: 8 classes of sounds synthesised from `seed`. Prepared once, in
-  memory.
+  byte-level BPE tokenizer trained on them; audio: 10 two-syllable words (5 anagram pairs) said by synthetic voices, one
+  voice per clip, synthesised from `seed` (`synthetic_voices`). Prepared once, in memory.
 - a local folder or file: images (`imagefolder`: subfolders are labels), audio files (.wav .flac .ogg, read with
   soundfile), text files (.txt, and tables: .json .jsonl .csv .parquet, which may hold any modality).
 - anything else: a `datasets` Hub id.
@@ -55,6 +55,7 @@ from transformers import (
 )
 
 from .configuration_data2vec import MODALITIES, Data2VecConfig
+from .synthetic_voices import SPOKEN_WORD_CLASSES, synthesize_spoken_words
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def load_pretraining_data(
         if modality == "vision":
             data = _builtin_digits(config, processor, max_examples)
         elif modality == "audio":
-            data = _builtin_sounds(config, processor, max_examples, seed)
+            data = _builtin_spoken_words(config, processor, max_examples, seed)
         else:
             data = _builtin_text(config, processor, max_seq_length, tokenizer_vocab_size, seed, max_examples)
         return data if probe else dataclasses.replace(data, probe=None)
@@ -976,13 +977,14 @@ def synthesize_speech(num_clips: int, sampling_rate: int, seed: int = 0, words: 
     return clips, transcripts
 
 
-def _builtin_sounds(config: Data2VecConfig, processor, max_examples: int | None, seed: int) -> PretrainingData:
-    """1000 synthetic clips at config.sampling_rate, normalised once: the first 800 for pretraining (and the probe's
-    training set), the last 200 held out."""
+def _builtin_spoken_words(config: Data2VecConfig, processor, max_examples: int | None, seed: int) -> PretrainingData:
+    """1000 clips of two-syllable words said by synthetic voices (`synthetic_voices`, one voice per clip) at
+    config.sampling_rate, normalised once: the first 800 for pretraining (and the probe's training set), the last 200
+    (other voices) held out."""
     sr = config.sampling_rate
     processor = processor if processor is not None else default_feature_extractor(sr)
     _check_processor_rate(processor, sr)
-    clips, labels = synthesize_sounds(1000, sr, seed)
+    clips, labels = synthesize_spoken_words(1000, sr, seed)
     waves = [_normalize_clip(processor, clip, sr) for clip in clips]
     labeled = [{"input_values": w, "labels": int(y)} for w, y in zip(waves, labels)]
     n = 800 if max_examples is None else min(800, max_examples)
@@ -991,7 +993,8 @@ def _builtin_sounds(config: Data2VecConfig, processor, max_examples: int | None,
         processor=processor,
         config_updates={},
         probe=ProbeData(train=labeled[:800], test=labeled[800:]),
-        description=f"builtin sounds: {n} clips of 1-2 s at {sr} Hz, {len(SOUND_CLASSES)} classes",
+        description=f"builtin spoken words: {n} clips of 0.5-1.1 s at {sr} Hz, {len(SPOKEN_WORD_CLASSES)} words "
+        "(anagram pairs), one synthetic voice per clip",
     )
 
 
