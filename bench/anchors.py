@@ -243,13 +243,16 @@ def reference_data(modality: str, reference_dir: Path, seed: int):
 
 
 def run_anchor(modality: str, reference_dir: Path, steps: int, probe_every: int, seed: int,
-               finetune_epochs: int = 0) -> dict:
+               finetune_epochs: int = 0, recipe: dict | None = None) -> dict:
     """The anchor trained for `steps` with the data, tokenizer, sizes and recipe of the data2vec 1.0 run saved in
     `reference_dir`; its points as `time_to_quality.run` gives them, and (`finetune_epochs` > 0) the fine-tune scores
-    of its pretrained and initial weights."""
+    of its pretrained and initial weights. `recipe` replaces the shared recipe's `lr` / `weight_decay` / `adam_beta2`
+    (a tuned anchor)."""
     config, args, data = reference_data(modality, reference_dir, seed)
     lr, batch_size, _ = trainer.TRAINING_DEFAULTS["tiny"][modality]
     opt = {**trainer.OPTIMIZER_DEFAULTS[modality], **trainer.TINY_OPTIMIZER.get(modality, {})}  # the tiny run's
+    opt.update({k: v for k, v in (recipe or {}).items() if k != "lr"})
+    lr = (recipe or {}).get("lr", lr)
     torch.manual_seed(seed)
     anchor = ANCHORS[modality](config, data.processor)
     anchor.steps = steps
@@ -295,7 +298,7 @@ def run_anchor(modality: str, reference_dir: Path, steps: int, probe_every: int,
                 print(f"step {step}: loss {recent:.3f} probe {points[-1]['accuracy']:.3f}", flush=True)
             if step == steps:
                 break
-    run = {"algorithm": "anchor", "name": anchor.name, "steps": steps, "training_seconds": elapsed, "points": points,
+    run = {"algorithm": "anchor", "name": anchor.name, "steps": steps, "recipe": {"lr": lr, **opt}, "training_seconds": elapsed, "points": points,
            "final_accuracy": points[-1]["accuracy"], "random_init": random_init, "losses": torch.stack(losses).tolist()}
     if finetune_epochs:
         pretrained = copy.deepcopy(model.state_dict())
@@ -457,6 +460,11 @@ def main(argv=None) -> None:
                         "a smaller one checks the script quickly")
     parser.add_argument("--finetune_epochs", type=int, default=10, help="fine-tune each pretrained model and its "
                         "initial weights for this many epochs on the probe's training examples (0: no fine-tuning)")
+    parser.add_argument("--anchor_steps", type=int, default=None, help="the anchor's 1x budget, if not the data2vec "
+                        "runs' (e.g. equal wall-clock)")
+    parser.add_argument("--anchor_lr", type=float, default=None, help="a tuned anchor: its own learning rate")
+    parser.add_argument("--anchor_beta2", type=float, default=None, help="a tuned anchor: its own AdamW beta2")
+    parser.add_argument("--anchor_weight_decay", type=float, default=None, help="a tuned anchor: its own weight decay")
     parser.add_argument("--plot", default="docs/images/anchors-{modality}.png")
     parser.add_argument("--runs_dir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--extra", default="", help="more data2vec-pretrain flags for the data2vec runs, one string "
@@ -479,6 +487,9 @@ def main(argv=None) -> None:
             for method in ("data2vec", "data2vec2"):
                 if method in methods or (method == "data2vec" and "anchor" in methods):
                     out = root / f"{args.modality}-{method}-{steps}"
+                    if method not in methods and (out / "probe.json").exists():  # the anchor's reference, kept
+                        results["raw_inputs"] = json.loads((out / "probe.json").read_text())["raw_inputs"]
+                        continue
                     run = ttq.run(args.modality, method, every, ["--max_steps", str(steps), *shlex.split(args.extra)],
                                   args.seed, out)
                     if args.finetune_epochs and method in methods:
@@ -487,7 +498,11 @@ def main(argv=None) -> None:
                         runs[method] = run
                     results["raw_inputs"] = run["raw_inputs"]
             if "anchor" in methods:
-                runs["anchor"] = run_anchor(args.modality, reference, steps, every, args.seed, args.finetune_epochs)
+                recipe = {k: v for k, v in (("lr", args.anchor_lr), ("adam_beta2", args.anchor_beta2),
+                                            ("weight_decay", args.anchor_weight_decay)) if v is not None}
+                anchor_steps = args.anchor_steps * scale if args.anchor_steps else steps
+                runs["anchor"] = run_anchor(args.modality, reference, anchor_steps, max(1, anchor_steps // args.probes),
+                                            args.seed, args.finetune_epochs, recipe)
             results["budgets"][scale] = runs
     text = report(args.modality, results)
     print("\n" + text)

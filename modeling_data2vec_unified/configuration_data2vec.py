@@ -20,7 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "layer_norm_position": ("post", "pre"),
     "relative_position_bias": ("none", "shared", "per_layer", "alibi"),
     "target_layer_output": ("ffn", "block"),
-    "target_layer_norm": ("instance", "layer", "none"),
+    "target_layer_norm": ("instance", "batch", "layer", "none"),
     "target_final_norm": ("instance", "layer", "none"),
     "teacher_scope": ("encoder", "model", "model_except_feature_encoder"),
     "loss_reduction": ("channel_sum", "mean"),
@@ -271,7 +271,7 @@ class Data2VecConfig(PreTrainedConfig):
     # round(K * layers / 12) (at least 1) for shallower encoders (`default_top_k`)
     average_top_k_layers: int | None = None
     target_layer_output: Literal["ffn", "block"] | None = None  # FFN output before residual, or block output
-    target_layer_norm: Literal["instance", "layer", "none"] | None = None  # per layer, before averaging
+    target_layer_norm: Literal["instance", "batch", "layer", "none"] | None = None  # per layer, before averaging
     target_final_norm: Literal["instance", "layer", "none"] | None = None  # after averaging
     loss_beta: float | None = None  # 0: L2 loss; > 0: smooth L1 with this beta
     # "channel_sum": summed over channels, times loss_scale, averaged over masked positions (fairseq data2vec text

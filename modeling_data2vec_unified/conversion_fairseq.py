@@ -281,9 +281,11 @@ def _conv_fields(spec: str, conv_bias: bool) -> dict:
 
 
 def _target_norms(cfg: dict) -> dict:
-    """data2vec's target normalisation flags -> ours (instance norm wins where both are set, as fairseq checks it
-    first)."""
+    """data2vec's target normalisation flags -> ours (the released recipes set at most one per stage). fairseq
+    applies batch norm, then instance norm (which undoes a batch norm before it), then layer norm; where several are
+    set, the first of instance, batch, layer is taken."""
     per_layer = ("instance" if cfg.get("instance_norm_target_layer") else
+                 "batch" if cfg.get("batch_norm_target_layer") else
                  "layer" if cfg.get("layer_norm_target_layer") else "none")
     final = ("instance" if cfg.get("instance_norm_targets") else
              "layer" if cfg.get("layer_norm_targets") else "none")

@@ -42,11 +42,20 @@ def _checkpoint_file(name_or_path, filename: str, kwargs: dict) -> str | None:
 def normalize_targets(x: torch.Tensor, kind: str, real: torch.Tensor | None = None) -> torch.Tensor:
     """Parameter-free normalisation of (B, T, D) fp32 teacher outputs.
 
-    "layer": over the D channels of each position. "instance": over time, per example and channel (F.instance_norm),
-    with the statistics taken over the `real` (B, T) positions only, so padding does not shift them. "none": as is.
+    "layer": over the D channels of each position. "instance": over time, per example and channel (F.instance_norm).
+    "batch": over the batch and time, per channel (fairseq data2vec_audio's `batch_norm_target_layer`: F.batch_norm
+    with the batch's statistics): unlike "instance" it keeps what sets an example apart from the others, e.g. a
+    steady tone's pitch, constant over its clip. Statistics over the `real` (B, T) positions only, so padding does not
+    shift them. "none": as is.
     """
     if kind == "layer":
         return F.layer_norm(x, x.shape[-1:])
+    if kind == "batch":
+        w = torch.ones_like(x[..., :1]) if real is None else real[..., None].to(x.dtype)  # (B, T, 1)
+        n = w.sum((0, 1), keepdim=True).clamp(min=1)
+        mean = (x * w).sum((0, 1), keepdim=True) / n
+        var = ((x - mean).square() * w).sum((0, 1), keepdim=True) / n  # biased, as F.batch_norm normalises
+        return (x - mean) * torch.rsqrt(var + 1e-5)
     if kind == "instance":
         if real is None:
             return F.instance_norm(x.transpose(1, 2)).transpose(1, 2)

@@ -390,6 +390,32 @@ def test_instance_norm_is_over_time_in_both_branches():
                                                                            + 1e-5))
 
 
+def test_batch_norm_is_over_batch_and_time_and_keeps_what_sets_examples_apart():
+    """"batch" (fairseq data2vec_audio's batch_norm_target_layer): torch's F.batch_norm with the batch's statistics,
+    over the real positions only where padding is given. A clip whose channels are constant over time (a steady tone)
+    keeps its offset from the other clips, which instance norm removes."""
+    import torch.nn.functional as F
+
+    from modeling_data2vec_unified.conversion_fairseq import _target_norms
+    from modeling_data2vec_unified.modeling_data2vec_pretraining import normalize_targets
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 9, 5, generator=g) + torch.randn(3, 1, 5, generator=g) * 3).double()
+    reference = F.batch_norm(x.transpose(1, 2), None, None, training=True).transpose(1, 2)  # (B, C, T) per channel
+    torch.testing.assert_close(normalize_targets(x, "batch"), reference)
+    real = torch.arange(9)[None, :] < torch.tensor([9, 6, 4])[:, None]
+    padded = normalize_targets(x, "batch", real)
+    flat = torch.cat([x[0, :9], x[1, :6], x[2, :4]])  # (19, 5): the real positions only
+    expected = F.batch_norm(flat, None, None, training=True)
+    torch.testing.assert_close(torch.cat([padded[0, :9], padded[1, :6], padded[2, :4]]), expected)
+    steady = x.mean(1, keepdim=True).expand(3, 9, 5) + 1e-3 * x  # each clip nearly constant over time
+    assert normalize_targets(steady, "batch").mean(1).std(0).mean() > 0.5  # the clips stay apart
+    assert normalize_targets(steady, "instance").mean(1).abs().max() < 1e-6  # each clip's mean is gone
+    assert _target_norms({"batch_norm_target_layer": True})["target_layer_norm"] == "batch"
+    assert _target_norms({"batch_norm_target_layer": True, "instance_norm_target_layer": True})[
+        "target_layer_norm"] == "instance"
+
+
 @pytest.mark.parametrize("modality", ["vision", "audio"])
 def test_instance_normed_targets_without_padding(modality):
     """The model's targets in the no-padding branch (images; audio cropped to the shortest clip) against the written
