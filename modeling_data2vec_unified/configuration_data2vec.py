@@ -81,7 +81,7 @@ MODALITY_DEFAULTS: dict[str, dict] = {
         layerdrop=0.05, drop_path_rate=0.0, layer_norm_eps=1e-5, layer_norm_position="post",
         layer_scale_init_value=0.0, relative_position_bias="none",
         conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        conv_bias=False, feat_extract_activation="gelu", feat_proj_dropout=0.0,
+        conv_bias=False, feat_extract_activation="gelu", feat_proj_dropout=0.0, feature_grad_mult=1.0,
         num_conv_pos_embeddings=5, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=16,
         pos_conv_zero_padding=True, sampling_rate=16000,
         # pretraining: top-8 FFN outputs, each instance-normed over time; L2 loss summed over channels and scaled
@@ -180,7 +180,7 @@ FLOAT_RANGES = {
     "mask_min_aspect": (1e-6, 1.0), "ema_decay": (0.0, 1.0), "ema_end_decay": (0.0, 1.0),
     "layer_norm_eps": (1e-12, 1.0), "initializer_range": (0.0, math.inf), "loss_beta": (0.0, math.inf),
     "loss_scale": (1e-12, math.inf), "mask_prob_adjust": (0.0, 1.0), "mask_noise_std": (0.0, math.inf),
-    "cls_loss_weight": (0.0, math.inf), "layer_scale_init_value": (0.0, math.inf),
+    "cls_loss_weight": (0.0, math.inf), "layer_scale_init_value": (0.0, math.inf), "feature_grad_mult": (0.0, 1.0),
     "min_target_var": (0.0, math.inf), "min_pred_var": (0.0, math.inf),
 }
 # fields only one modality reads: set on a config of another modality, they would be ignored silently
@@ -190,7 +190,7 @@ MODALITY_FIELDS = {
                "position_embedding_type", "mask_min_aspect"),
     "audio": ("conv_dim", "conv_stride", "conv_kernel", "conv_bias", "feat_extract_activation", "feat_proj_dropout",
               "num_conv_pos_embeddings", "conv_pos_kernel_size", "num_conv_pos_embedding_groups", "sampling_rate",
-              "pos_conv_zero_padding", "teacher_copies_pos_conv"),
+              "pos_conv_zero_padding", "teacher_copies_pos_conv", "feature_grad_mult"),
 }
 
 
@@ -258,6 +258,10 @@ class Data2VecConfig(PreTrainedConfig):
     conv_bias: bool | None = None
     feat_extract_activation: str | None = None
     feat_proj_dropout: float | None = None
+    # the conv feature encoder's gradient times this in training (fairseq's feature_grad_mult: data2vec 1.0 / 2.0
+    # audio 1.0, wav2vec 2.0 base 0.1; 0 freezes it): 1 in the base recipes; the tiny ones slow it down so that it
+    # does not forget the spectrum of steady sounds (issue 23, docs/benchmarks.md)
+    feature_grad_mult: float | None = None
     num_conv_pos_embeddings: int | None = None  # number of positional conv layers
     conv_pos_kernel_size: int | None = None  # kernel of each positional conv layer
     num_conv_pos_embedding_groups: int | None = None

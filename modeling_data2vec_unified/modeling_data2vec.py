@@ -568,6 +568,19 @@ class Data2VecAudioPositionalConvLayer(nn.Module):
         return self.act(self.layer_norm(x.transpose(1, 2)).transpose(1, 2))
 
 
+class GradMultiply(torch.autograd.Function):
+    """Identity forward; the gradient times `scale` backward (fairseq's GradMultiply)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
 class Data2VecAudioFrontEnd(nn.Module):
     """wav2vec2-style front end: layer-normed conv feature encoder -> LayerNorm + projection -> (masked frames
     replaced by a learned embedding) -> a positional convolution of several layers, added, then LayerNorm."""
@@ -594,8 +607,16 @@ class Data2VecAudioFrontEnd(nn.Module):
         return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
 
     def extract_features(self, input_values: torch.Tensor) -> torch.Tensor:
-        """(B, samples) -> normalised conv features (B, frames, conv_dim[-1])."""
-        x = self.feature_extractor(input_values[:, None, :])  # (B, 1, S) -> (B, C, T)
+        """(B, samples) -> normalised conv features (B, frames, conv_dim[-1]); in training, the conv layers' gradient
+        scaled by `feature_grad_mult` (fairseq's GradMultiply on the conv output; 0: not computed)."""
+        scale = self.config.feature_grad_mult
+        if scale == 0.0 and self.training:
+            with torch.no_grad():
+                x = self.feature_extractor(input_values[:, None, :])
+        else:
+            x = self.feature_extractor(input_values[:, None, :])  # (B, 1, S) -> (B, C, T)
+            if scale != 1.0 and self.training and x.requires_grad:
+                x = GradMultiply.apply(x, scale)
         return self.feature_layer_norm(x.transpose(1, 2))  # (B, T, C)
 
     def tokens(

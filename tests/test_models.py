@@ -173,3 +173,36 @@ def test_importing_the_package_leaves_data_finetuning_and_metrics_for_later():
             "d.load_pretraining_data; d.Data2VecTrainer; d.metrics; print('modeling_data2vec_unified.data' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "True"
+
+
+def test_feature_grad_mult_scales_only_the_conv_gradient():
+    """fairseq's feature_grad_mult: the conv feature encoder's gradient times the factor, everything after it and
+    the forward unchanged; 0 leaves the conv layers without gradients; eval mode is untouched."""
+    model = _model("audio")
+    x = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    conv = dict(model.embeddings.feature_extractor.named_parameters())
+
+    def grads(mult):
+        model.config.feature_grad_mult = mult
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same dropout draws for each factor
+        out = model(x).last_hidden_state
+        out.square().sum().backward()
+        return out.detach(), {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()}
+
+    model.train()
+    out1, g1 = grads(1.0)
+    out01, g01 = grads(0.1)
+    out0, g0 = grads(0.0)
+    torch.testing.assert_close(out01, out1)
+    torch.testing.assert_close(out0, out1)
+    for name, grad in g1.items():
+        short = name.removeprefix("embeddings.feature_extractor.")
+        if short in conv:
+            torch.testing.assert_close(g01[name], 0.1 * grad, rtol=1e-4, atol=1e-12)
+            assert g0[name] is None and grad.abs().max() > 0
+        elif grad is not None:
+            torch.testing.assert_close(g01[name], grad)
+            torch.testing.assert_close(g0[name], grad)
+    with pytest.raises(Exception, match=r"feature_grad_mult must be a number in \[0, 1\]; got -0.1"):
+        tiny_config("audio", feature_grad_mult=-0.1)

@@ -78,6 +78,18 @@ def test_builtin_audio_run(tmp_path):
     assert metrics["masked_fraction"] > 0.2 and not (tmp_path / "probe.json").exists()
 
 
+def test_a_short_default_audio_run_learns_the_spoken_words(tmp_path):
+    """The built-in audio (two-syllable words in anagram pairs, a new synthetic voice per clip) can show learning: the
+    default 1.0 audio recipe, cut to 60 steps (its full 300 steps: docs/benchmarks.md), against its random init and the
+    raw spectrogram, which cannot tell a pair's two words apart. Measured (seed 0, 2026-12-07): pretrained 71.5%,
+    random init 41.5%, spectrogram 43.0%. Asserted: half the margin."""
+    cli(["--modality", "audio", "--output_dir", str(tmp_path), "--max_steps", "60", "--save_steps", "1000",
+         "--report_to", "none", "--disable_tqdm", "--logging_steps", "30"])
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["test_examples"] == 200 and probe["raw_inputs"] < 0.6, probe
+    assert probe["pretrained"] - probe["random_init"] >= 0.15, probe
+
+
 @pytest.mark.parametrize("modality, clip, decay, betas, eps", [
     ("vision", 3.0, 0.05, (0.9, 0.999), 1e-8),  # data2vec_vision's ViT-B command + run_cyclical.py defaults
     ("text", 5.0, 0.01, (0.9, 0.98), 1e-6),  # fairseq data2vec text base.yaml: clip_norm 5
