@@ -4,6 +4,9 @@
     OMP_NUM_THREADS=2 python bench/anchors.py --modality text --scales 1,5    # and 5x
     OMP_NUM_THREADS=2 python bench/anchors.py --modality text --methods data2vec,anchor --seed 1
     OMP_NUM_THREADS=2 python bench/anchors.py --modality vision               # against MAE
+    OMP_NUM_THREADS=2 python bench/anchors.py --modality audio                # against wav2vec 2.0
+    OMP_NUM_THREADS=2 python bench/anchors.py --modality vision --methods anchor --runs_dir runs/anchors \
+        --anchor_steps 2400 --anchor_lr 1e-3 --anchor_beta2 0.95 --anchor_weight_decay 0.05   # a tuned MAE
 
 Per modality and step budget (the default run's steps times each `--scales` factor), three pretraining runs on the
 same data, with the same encoder size (hidden size, layers, heads, FFN), the same tokenizer, batch, steps, optimiser
@@ -16,7 +19,11 @@ same data, with the same encoder size (hidden size, layers, heads, FFN), the sam
   tokenizer, with the 1.0 text recipe's optimiser and schedule (`trainer.OPTIMIZER_DEFAULTS`, `TRAINING_DEFAULTS`)
   and its dropout. Vision: `ViTMAEForPreTraining` (75% of the patches removed, normalised-pixel loss, a 2-layer decoder
   as wide as the encoder) on the same digits with the same augmentation, with the tiny vision recipe's optimiser.
-  Every method gets the data2vec 1.0 default run's steps (vision: 1680, where 2.0's own default is 800).
+  Audio: `Wav2Vec2ForPreTraining` (contrastive, Gumbel quantizer) with the data2vec run's conv front end, encoder,
+  crops and span masks (`AudioWav2Vec2`). Every method gets the data2vec 1.0 default run's steps (vision: 1680, where
+  2.0's own default is 800); `--anchor_steps` / `--anchor_lr` / `--anchor_beta2` / `--anchor_weight_decay` give the
+  anchor its own budget and recipe instead (a tuned anchor, e.g. at equal wall-clock), and a data2vec 1.0 reference
+  kept in `--runs_dir` is reused.
 
 Every model is probed with the package's probe (`probe.pool` + `probe.probe_accuracy`: the mean of the top 2
 layers, pooled as `probe.POOLING` says, logistic regression on the same train / held-out examples) at its initial
@@ -24,6 +31,10 @@ weights and every `steps / --probes` steps; time is training wall-clock, probes 
 budget (final probe, best probe, random init, training seconds) and one PNG per modality of probe accuracy against
 training seconds for every method and budget, with each method's random init and the raw-input probe as lines
 (`--plot`, the points in the .json next to it).
+
+Fine-tune scores (`--finetune_epochs`, default 10; 0 skips them): each pretrained model and its own initial weights
+(same architecture, same seed) fine-tuned the same way, all weights, with a linear head on the probe's pooled
+features, on the probe's training examples (`finetune`, `FINETUNE`), scored on its held-out ones.
 """
 
 from __future__ import annotations
@@ -315,8 +326,10 @@ FINETUNE = dict(lr=5e-4, batch_size=32, weight_decay=0.01, warmup=0.1)
 
 
 def finetune(encode, encoder: torch.nn.Module, probe, modality: str, epochs: int, seed: int) -> float:
-    """Held-out accuracy after fine-tuning `encoder` (all its weights) with a linear head on the probe's features
-    (the top 2 layers' mean, pooled as `POOLING`), on the probe's training examples, for `epochs`: AdamW
+    """Held-out accuracy after fine-tuning `encoder` (all its weights) with a LayerNorm and a linear head on the probe's
+    features (the top 2 layers' mean, pooled as `POOLING`; the norm as BEiT / MAE / data2vec's `fc_norm`, so that the
+    scale of one encoder's features does not decide how fast the head learns, as the probe's StandardScaler does),
+    on the probe's training examples, for `epochs`: AdamW
     (`FINETUNE`), linear decay after a warm-up, the encoder's dropout on. `encode(examples)` gives (hidden (B, T, D),
     real (B, T)) with gradients. The encoder's weights are changed in place (callers restore them)."""
     pooling = POOLING[modality]
@@ -324,7 +337,7 @@ def finetune(encode, encoder: torch.nn.Module, probe, modality: str, epochs: int
     classes = 1 + max(int(e["labels"]) for e in [*train, *test])
     torch.manual_seed(seed)
     width = encode(train[:2])[0].shape[-1] * (2 if pooling == "mean_std" else 1)
-    head = torch.nn.Linear(width, classes)
+    head = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, classes))
     params = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=FINETUNE["lr"], weight_decay=FINETUNE["weight_decay"])
     b = FINETUNE["batch_size"]
