@@ -60,7 +60,7 @@ def test_overrides_and_round_trip(tmp_path):
         (dict(modality="speech"), "modality must be one of"),
         (dict(modality="audio", conv_dim=[8, 8]), "one entry per conv layer"),
         (dict(modality="text", layer_norm_position="middle"), "layer_norm_position must be one of"),
-        (dict(modality="vision", target_layer_norm="batch"), "target_layer_norm must be one of"),
+        (dict(modality="vision", target_layer_norm="group"), "target_layer_norm must be one of"),
         (dict(modality="vision", hidden_size=30, num_attention_heads=4), "multiple of num_attention_heads"),
         (dict(modality="vision", image_size=30, patch_size=16), "multiple of patch_size"),
         (dict(modality="text", num_hidden_layers=4, average_top_k_layers=6), "average_top_k_layers must be in"),
