@@ -105,6 +105,11 @@ TRAINING_DEFAULTS: dict[str, dict[str, tuple[float, int, int]]] = {
     "base": {"vision": (1.5e-3, 64, 400_000), "text": (2e-4, 16, 1_000_000), "audio": (5e-4, 8, 400_000)},
 }
 
+# the algorithm a fresh run uses when neither --algorithm, --init_from nor --config names one: on the built-in
+# spoken words data2vec 2.0 beats its random init at every seed where 1.0 does not (docs/benchmarks.md, issue 23);
+# text and vision keep 1.0, whose tiny recipes measure as well or better there
+DEFAULT_ALGORITHM: dict[str, str] = {"vision": "data2vec", "text": "data2vec", "audio": "data2vec2"}
+
 # data2vec 2.0 tiny runs: (learning rate, per-device batch, max steps); larger sizes share 1.0's (the base recipes'
 # learning rates are close: vision 1e-3, text 2e-4, audio 7.5e-4)
 TRAINING_DEFAULTS_V2: dict[str, tuple[float, int, int]] = {"vision": (6e-3, 64, 800), "text": (1e-3, 32, 300),
@@ -148,6 +153,17 @@ PER_MICRO_BATCH = SUMS.index("grad_norm")  # the first PER_MICRO_BATCH sums grow
 PERIODIC_PROBE_EXAMPLES = (500, 300)
 
 
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+def precision_source(args: PretrainingArguments) -> str:
+    """Where the run's precision comes from: the flag, else `accelerate launch`'s setting (its flag or config file,
+    which it passes on as ACCELERATE_MIXED_PRECISION), else the default."""
+    if args.mixed_precision is not None:
+        return "--mixed_precision"
+    return "accelerate launch's config" if os.environ.get("ACCELERATE_MIXED_PRECISION") in PRECISIONS else "default"
+
+
 @dataclass
 class PretrainingArguments:
     """Every flag of `data2vec-pretrain` (documented in docs/training.md). `None` means: the default for the
@@ -157,7 +173,8 @@ class PretrainingArguments:
     modality: str = field(default="vision", metadata={"help": "text | vision | audio", "choices": MODALITIES})
     algorithm: str | None = field(default=None, metadata={
         "help": "data2vec (1.0) | data2vec2 (2.0: several masks per sample, the student encodes only the visible "
-                "tokens); default: that of --init_from / --config, else data2vec", "choices": ALGORITHMS})
+                "tokens); default: that of --init_from / --config, else the modality's (DEFAULT_ALGORITHM: "
+                "data2vec2 for audio, data2vec for text and vision)", "choices": ALGORITHMS})
     dataset: str = field(default="builtin", metadata={"help": "'builtin' (offline), a local folder / file, or a "
                                                               "datasets Hub id"})
     dataset_config_name: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration"})
@@ -220,8 +237,9 @@ class PretrainingArguments:
     max_grad_norm: float | None = field(default=None, metadata={"help": "gradient clipping (0: none); default: the "
                                                                         "modality's recipe (vision 3, text 5, "
                                                                         "audio none)"})
-    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (teacher weights, targets and "
-                                                                 "loss stay fp32)", "choices": ("no", "bf16", "fp16")})
+    mixed_precision: str | None = field(default=None, metadata={
+        "help": "no | bf16 | fp16 (teacher weights, targets and loss stay fp32); default: what `accelerate launch` "
+                "was given (its --mixed_precision or config file), else no", "choices": PRECISIONS})
     ema_decay: float | None = field(default=None, metadata={"help": "teacher EMA decay at step 0"})
     ema_end_decay: float | None = field(default=None)
     ema_anneal_end_step: int | None = field(default=None, metadata={"help": "tiny: max_steps"})
@@ -284,11 +302,17 @@ class PretrainingArguments:
         if args.modality not in MODALITIES:
             raise ValueError(f"--modality must be one of {MODALITIES}; got {args.modality!r}")
         if args.algorithm is None:
-            args.algorithm = _source_algorithm(args) or "data2vec"
+            args.algorithm = _source_algorithm(args) or DEFAULT_ALGORITHM[args.modality]
         if args.algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm must be one of {ALGORITHMS}; got {args.algorithm!r}")
         if args.torch_compile:
             _check_compile(args)
+        if args.mixed_precision is None:  # an explicit flag wins over accelerate's config, as accelerate's own flags do
+            args.mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+            if args.mixed_precision not in PRECISIONS:
+                raise ValueError(f"accelerate's mixed precision {args.mixed_precision!r} (ACCELERATE_MIXED_PRECISION, "
+                                 f"from `accelerate launch` or its config) is not one of {PRECISIONS}: fix the config "
+                                 f"or pass --mixed_precision")
         v2 = args.algorithm == "data2vec2"
         lr, batch, steps = TRAINING_DEFAULTS[args.model_size][args.modality]
         if v2 and args.model_size == "tiny":
@@ -306,8 +330,12 @@ class PretrainingArguments:
                 setattr(args, name, value)
         if args.image_augment is None:
             args.image_augment = "affine" if args.modality == "vision" and args.dataset == "builtin" else "none"
+        _check_optimizer_values(args)
         if args.warmup_steps is None:
             args.warmup_steps = int(args.warmup_ratio * args.max_steps)
+        elif args.warmup_steps > args.max_steps:
+            raise ValueError(f"--warmup_steps {args.warmup_steps} is longer than the run (--max_steps "
+                             f"{args.max_steps}): lower it, or use --warmup_ratio (a fraction of --max_steps)")
         if args.collapse_check_after is None:  # an untrained head predicts near-constants: not a collapse yet
             args.collapse_check_after = max(args.warmup_steps, 100)
         for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
@@ -343,6 +371,42 @@ class PretrainingArguments:
         if args.streaming:
             _check_streaming(args)
         return args
+
+
+def _launcher_processes() -> int | None:
+    """The process count `accelerate launch` was asked for (its --num_processes, read from the parent process's
+    command line: accelerate does not pass it on when it starts a single process), or None when not known."""
+    if "ACCELERATE_MIXED_PRECISION" not in os.environ or "WORLD_SIZE" in os.environ:
+        return None  # not started by `accelerate launch`'s single-process path
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--num_processes=") else (
+            argv[i + 1] if arg in ("--num_processes", "--num-processes") and i + 1 < len(argv) else None)
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
+def _check_optimizer_values(args: PretrainingArguments) -> None:
+    """Ratios, fractions and optimizer values in their ranges, each refusal naming the flag and what it takes."""
+    checks = (  # flag, allowed, what it takes
+        ("warmup_ratio", 0 <= args.warmup_ratio <= 1, "a fraction of --max_steps in [0, 1], e.g. 0.1"),
+        ("max_grad_norm", args.max_grad_norm >= 0, "the clipping norm, > 0, or 0 for no clipping (a negative bound "
+                                                   "would flip every gradient)"),
+        ("skip_bad_examples", args.skip_bad_examples is None or 0 <= args.skip_bad_examples < 1,
+         "the fraction of bad examples tolerated, in [0, 1), e.g. 0.01"),
+        ("learning_rate", args.learning_rate > 0, "a positive number, e.g. 1e-3"),
+        ("weight_decay", args.weight_decay >= 0, "a number >= 0, e.g. 0.01"),
+        ("adam_beta1", 0 <= args.adam_beta1 < 1, "a number in [0, 1), e.g. 0.9"),
+        ("adam_beta2", 0 <= args.adam_beta2 < 1, "a number in [0, 1), e.g. 0.98"),
+        ("adam_epsilon", args.adam_epsilon > 0, "a positive number, e.g. 1e-6"),
+    )
+    for name, ok, takes in checks:
+        if not ok:
+            raise ValueError(f"--{name} must be {takes}; got {getattr(args, name)}")
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -451,6 +515,10 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # flags that shape the run a checkpoint continues: resuming with other values would not continue it exactly
 SCHEDULE_FLAGS = ("max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "per_device_train_batch_size",
                   "gradient_accumulation_steps", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed")
+
+
+# the warm-up a resume compares is in steps; a run that never set --warmup_steps got it from --warmup_ratio
+_RATIO_NOTE = "; without --warmup_steps it is --warmup_ratio x --max_steps"
 
 
 def parse_duration(text: str | float) -> float:
@@ -582,6 +650,7 @@ class Data2VecPretrainer:
     def __init__(self, args: PretrainingArguments, model: Data2VecForPreTraining | None = None, data=None):
         if model is not None and args.algorithm is None:  # a model passed in brings its algorithm
             args = dataclasses.replace(args, algorithm=model.config.algorithm)
+        self._precision_from = precision_source(args)
         self.args = args = args.resolve()
         if model is not None:
             _check_modality(args, model.config)
@@ -601,6 +670,12 @@ class Data2VecPretrainer:
         if launched != self.accelerator.num_processes:
             raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but accelerate set up "
                                f"{self.accelerator.num_processes}: check the launcher's settings (accelerate config)")
+        asked = _launcher_processes()
+        if asked and asked > self.accelerator.num_processes:
+            logger.warning(
+                f"`accelerate launch` was asked for {asked} processes but started {self.accelerator.num_processes}: on "
+                "a machine without GPUs it starts one (its MULTI_CPU mode needs MPI). For several CPU processes use "
+                "`torchrun --nproc_per_node N -m modeling_data2vec_unified.trainer ...` (docs/training.md)")
         self._take_accelerate_dynamo()
         set_seed(args.seed)  # the same initial weights on every process
         if model is None and args.init_from:
@@ -732,7 +807,7 @@ class Data2VecPretrainer:
             f"{start}",
             f"  train:  {args.max_steps} steps x {batch} examples ({args.per_device_train_batch_size} per device x "
             f"{args.gradient_accumulation_steps} accumulation x {acc.num_processes} processes), lr "
-            f"{args.learning_rate:g}, precision {args.mixed_precision}, {acc.device}"
+            f"{args.learning_rate:g}, precision {args.mixed_precision} ({self._precision_from}), {acc.device}"
             + (f", FSDP (student, teacher and AdamW sharded over {acc.num_processes} processes)" if self.fsdp else "")
             + (f", torch.compile ({args.torch_compile_backend})" if args.torch_compile else ""),
             f"  output: {Path(args.output_dir).resolve()} (checkpoints every {args.save_steps} steps)",
@@ -873,7 +948,8 @@ class Data2VecPretrainer:
         if changed:
             raise ValueError(
                 f"checkpoint {path} was saved by a run with other schedule flags: "
-                + ", ".join(f"--{k} {old} (now {new})" for k, (old, new) in changed.items())
+                + ", ".join(f"--{k} {old} (now {new}{_RATIO_NOTE if k == 'warmup_steps' else ''})"
+                            for k, (old, new) in changed.items())
                 + ". A resume continues the saved run exactly: pass its values again. To train on with new ones, start "
                   "a new run from its weights: --init_from <the run's output_dir> (after it finished) in another "
                   "--output_dir"

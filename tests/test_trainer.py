@@ -13,6 +13,7 @@ from transformers import AutoModel, AutoModelForPreTraining
 
 import modeling_data2vec_unified as d2v
 from modeling_data2vec_unified.data import PretrainingData, ProbeData
+from modeling_data2vec_unified.masking import SeededBatch
 from modeling_data2vec_unified.probe import linear_probe
 from modeling_data2vec_unified.trainer import (
     Data2VecPretrainer,
@@ -369,3 +370,47 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path):
     data.config_updates = {"vocab_size": 500}
     with pytest.raises(ValueError, match="vocab_size model=99 data=500"):
         make_trainer(tmp_path, "text", data=data)
+
+
+def _record_step_gradients(monkeypatch) -> list[torch.Tensor]:
+    """Patches AdamW.step to record the flat gradient it is about to apply (after clipping), then steps."""
+    seen, step = [], torch.optim.AdamW.step
+
+    def recording_step(self, *a, **kw):
+        seen.append(torch.cat([p.grad.detach().flatten() for group in self.param_groups for p in group["params"]
+                               if p.grad is not None]))
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    return seen
+
+
+def test_gradients_are_clipped_to_max_grad_norm(tmp_path, monkeypatch):
+    """The optimizer sees gradients of norm <= --max_grad_norm (and the unclipped run's are larger, so the bound
+    bit); a negative bound, which would scale every gradient by a negative factor, is refused."""
+    seen = _record_step_gradients(monkeypatch)
+    make_trainer(tmp_path / "free", "vision", max_steps=2, max_grad_norm=0.0).train()
+    make_trainer(tmp_path / "clipped", "vision", max_steps=2, max_grad_norm=1e-3).train()
+    free, clipped = [g.norm().item() for g in seen[:2]], [g.norm().item() for g in seen[2:]]
+    assert min(free) > 0.01 and max(clipped) <= 1e-3 * (1 + 1e-4), (free, clipped)
+    with pytest.raises(ValueError, match="max_grad_norm must be the clipping norm"):
+        PretrainingArguments(max_grad_norm=-1.0).resolve()
+
+
+def test_accumulating_two_micro_batches_equals_one_batch_of_both(tmp_path, monkeypatch):
+    """Two micro-batches of 4 accumulated give the gradient of one batch of 8 (same examples, same masks, dropout
+    off; every image masks the same number of patches, so the mean over masked patches splits evenly)."""
+    seen = _record_step_gradients(monkeypatch)
+    config = tiny_config("vision", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0)
+    one = make_trainer(tmp_path / "one", "vision", config=config, max_steps=1, per_device_train_batch_size=8)
+    batch = one.collator(SeededBatch([one.data.train[i] for i in range(8)], (0,)))
+    assert len(set(batch["bool_masked_pos"].sum(1).tolist())) == 1  # the even split the equality rests on
+    halves = [{k: v[:4] for k, v in batch.items()}, {k: v[4:] for k, v in batch.items()}]
+    two = make_trainer(tmp_path / "two", "vision", config=config, max_steps=1, per_device_train_batch_size=4,
+                       gradient_accumulation_steps=2)
+    for trainer, micro_batches in ((one, [batch]), (two, halves)):
+        queue = iter(micro_batches)
+        trainer._next_batch = lambda batches, queue=queue: next(queue)  # the step trains on these micro-batches
+        trainer.train()
+    assert len(seen) == 2 and seen[0].norm() > 0
+    torch.testing.assert_close(seen[1], seen[0], rtol=1e-4, atol=1e-7)

@@ -34,6 +34,9 @@ def test_resuming_with_other_schedule_flags_is_refused(tmp_path):
     for flag, value in (("max_steps", 8), ("learning_rate", 5e-4), ("per_device_train_batch_size", 2)):
         with pytest.raises(ValueError, match=f"--{flag} .* \\(now {value}\\).*--init_from"):
             make_trainer(tmp_path, **{"max_steps": 4, "save_steps": 2, flag: value, "resume_from_checkpoint": "latest"})
+    # a warm-up that came from --warmup_ratio is named as such (the user never typed --warmup_steps)
+    with pytest.raises(ValueError, match=r"--warmup_steps 0 \(now 2; without --warmup_steps it is --warmup_ratio x"):
+        make_trainer(tmp_path, max_steps=4, save_steps=2, warmup_ratio=0.5, resume_from_checkpoint="latest")
     make_trainer(tmp_path, max_steps=4, save_steps=2, resume_from_checkpoint="latest").train()  # the same: fine
 
 
