@@ -373,6 +373,15 @@ class PretrainingArguments:
         return args
 
 
+def _fit_tokenizer_length(processor, config) -> None:
+    """A text tokenizer saved with the run says how many tokens the model takes (`model_max_length`, which
+    `truncation=True` cuts to); a tokenizer trained here would otherwise say 1e30 and let longer inputs reach the
+    position table."""
+    if config.modality == "text" and hasattr(processor, "model_max_length"):
+        capacity = config.max_position_embeddings - (config.pad_token_id or 0) - 1
+        processor.model_max_length = min(processor.model_max_length, capacity)
+
+
 def _launcher_processes() -> int | None:
     """The process count `accelerate launch` was asked for (its --num_processes, read from the parent process's
     command line: accelerate does not pass it on when it starts a single process), or None when not known."""
@@ -1435,6 +1444,7 @@ class Data2VecPretrainer:
             model.config.pretraining_info = self.pretraining_info(results)  # travels with the config: the card
             model.save_pretrained(args.output_dir)
             if self.data.processor is not None:
+                _fit_tokenizer_length(self.data.processor, model.config)
                 self.data.processor.save_pretrained(args.output_dir)
             if args.push_to_hub:
                 self.push_to_hub()

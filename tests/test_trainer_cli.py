@@ -225,3 +225,24 @@ def test_accelerate_launch_precision_and_process_count_are_honoured_or_named(tmp
     done = subprocess.run([*launch, *common, "--mixed_precision", "no"], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and "precision no (--mixed_precision)" in done.stderr, done.stderr[-3000:]
+
+
+def test_a_saved_text_tokenizer_truncates_to_what_the_model_takes(tmp_path):
+    """The tokenizer a text run trains is saved with model_max_length = --max_seq_length (not 1e30), so
+    `truncation=True` keeps a long document within the position table and the saved model runs on it."""
+    from transformers import AutoModel, AutoTokenizer
+
+    import random
+
+    rng = random.Random(0)
+    words = ["data", "vector", "teacher", "student", "mask", "token", "layer", "target", "average", "norm"]
+    (tmp_path / "corpus.txt").write_text("\n".join(" ".join(rng.choices(words, k=40)) for _ in range(200)))
+    cli(["--modality", "text", "--dataset", str(tmp_path / "corpus.txt"), "--output_dir", str(tmp_path / "run"),
+         "--max_steps", "2", "--max_seq_length", "32", "--per_device_train_batch_size", "8", "--no_probe",
+         "--save_steps", "10", *QUICK])
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")
+    assert tokenizer.model_max_length == 32
+    encoded = tokenizer(" ".join(words * 100), truncation=True, return_tensors="pt")
+    assert encoded["input_ids"].shape[1] == 32
+    model = AutoModel.from_pretrained(tmp_path / "run")
+    assert model(input_ids=encoded["input_ids"]).last_hidden_state.shape[1] == 32
