@@ -414,14 +414,20 @@ def example_inputs(config: Data2VecConfig, batch_size: int = 2, generator: torch
     return {"input_values": wave, "attention_mask": mask}
 
 
+OUTPUTS_COMPARED = ("last_hidden_state", "logits", "start_logits", "end_logits")
+
+
 @torch.no_grad()
 def max_output_difference(ours, theirs, inputs: dict) -> float:
-    """max |ours - theirs| over `last_hidden_state` and every entry of `hidden_states` (eval mode)."""
+    """max |ours - theirs| over every entry of `hidden_states` and whichever of `OUTPUTS_COMPARED` both give (a base
+    model's last_hidden_state; a task model's logits), in eval mode."""
     ours.eval(), theirs.eval()
     a = ours(**inputs, output_hidden_states=True)
     b = theirs(**inputs, output_hidden_states=True)
     if len(a.hidden_states) != len(b.hidden_states):
         raise AssertionError(f"{len(a.hidden_states)} hidden states vs transformers' {len(b.hidden_states)}")
-    diffs = [(a.last_hidden_state - b.last_hidden_state).abs().max()]
-    diffs += [(x - y).abs().max() for x, y in zip(a.hidden_states, b.hidden_states)]
+    diffs = [(x - y).abs().max() for x, y in zip(a.hidden_states, b.hidden_states)]
+    for name in OUTPUTS_COMPARED:
+        if a.get(name) is not None and b.get(name) is not None:
+            diffs.append((a[name] - b[name]).abs().max())
     return float(torch.stack(diffs).max())

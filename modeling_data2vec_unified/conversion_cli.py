@@ -24,8 +24,10 @@ from .modeling_data2vec_pretraining import TEACHER_WEIGHTS
 logger = logging.getLogger(__name__)
 
 
-def convert_checkpoint(source, destination, check: bool = True, atol: float = 1e-4, **kwargs):
-    """Write a transformers Data2Vec* checkpoint in our format, after checking that both give the same outputs."""
+def convert_checkpoint(source, destination, check: bool = True, atol: float = 1e-4, encoder_only: bool = False,
+                       **kwargs):
+    """Write a transformers Data2Vec* checkpoint in our format, after checking that both give the same outputs (a
+    task checkpoint keeps its head: the logits are compared too). `encoder_only`: convert the encoder alone."""
     try:
         config_dict = read_config_dict(source, **kwargs)
     except FileNotFoundError:
@@ -43,15 +45,46 @@ def convert_checkpoint(source, destination, check: bool = True, atol: float = 1e
             f"AutoModel.from_pretrained({str(source)!r}) (or Data2VecForPreTraining.from_pretrained)"
         )
     modality = checkpoint_modality(source, **kwargs)
-    model = MODEL_CLASSES[modality].from_pretrained(source, **kwargs)
+    ours, theirs = _classes_for(source, config_dict, modality, encoder_only)
+    model = ours.from_pretrained(source, **kwargs)
     if check:
-        reference = AutoModel.from_pretrained(source, **_hub_kwargs(kwargs)).float()
+        reference = theirs.from_pretrained(source, **_hub_kwargs(kwargs)).float()
         diff = max_output_difference(model.float(), reference, example_inputs(model.config))
         if diff > atol:
             raise RuntimeError(f"converted model differs from transformers' by {diff:.2e} > {atol}; nothing written")
         logger.info("outputs match transformers' within %.2e", diff)
     model.save_pretrained(destination)
     return model
+
+
+# transformers' Data2Vec* task classes -> ours, which load their heads (modeling_data2vec_heads)
+HEAD_CLASSES = {
+    "Data2VecTextForSequenceClassification": "Data2VecForSequenceClassification",
+    "Data2VecTextForTokenClassification": "Data2VecForTokenClassification",
+    "Data2VecTextForQuestionAnswering": "Data2VecForQuestionAnswering",
+    "Data2VecVisionForImageClassification": "Data2VecForImageClassification",
+    "Data2VecAudioForCTC": "Data2VecForCTC",
+    "Data2VecAudioForSequenceClassification": "Data2VecForAudioClassification",
+}
+
+
+def _classes_for(source, config_dict: dict, modality: str, encoder_only: bool):
+    """(our class, transformers' class) for the checkpoint's architecture: a task checkpoint keeps its head; one
+    whose head has no counterpart here is refused (naming what keeps it) unless `encoder_only`."""
+    import transformers
+
+    from . import modeling_data2vec_heads
+
+    architecture = (config_dict.get("architectures") or [None])[0]
+    if encoder_only or architecture is None or architecture not in HEAD_CLASSES and architecture.endswith("Model"):
+        return MODEL_CLASSES[modality], AutoModel
+    if architecture not in HEAD_CLASSES:
+        raise ValueError(
+            f"{source} is a {architecture}, whose head has no counterpart in this package (its heads: "
+            f"{', '.join(HEAD_CLASSES)}): keep using it with transformers' own class, or convert the encoder alone "
+            f"with --encoder_only (the head is dropped)"
+        )
+    return getattr(modeling_data2vec_heads, HEAD_CLASSES[architecture]), getattr(transformers, architecture)
 
 
 # fairseq's LibriSpeech letter dictionary (dict.ltr.txt of the wav2vec 2.0 / data2vec 960h, 100h and 10m
@@ -165,6 +198,8 @@ def main(argv=None) -> None:
     parser.add_argument("--gpt2_bpe", nargs=2, metavar=("ENCODER_JSON", "VOCAB_BPE"),
                         help="fairseq text checkpoints: GPT-2's encoder.json and vocab.bpe")
     parser.add_argument("--no-check", action="store_true", help="skip the output comparison with transformers")
+    parser.add_argument("--encoder_only", action="store_true", help="a transformers task checkpoint: convert its "
+                                                                     "encoder alone, dropping the head")
     parser.add_argument("--atol", type=float, default=1e-4)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -172,7 +207,8 @@ def main(argv=None) -> None:
         if Path(args.source).is_file():
             model = convert_fairseq(args.source, args.destination, args.fairseq_dict, args.gpt2_bpe)
         else:
-            model = convert_checkpoint(args.source, args.destination, check=not args.no_check, atol=args.atol)
+            model = convert_checkpoint(args.source, args.destination, check=not args.no_check, atol=args.atol,
+                                       encoder_only=args.encoder_only)
     except (FileNotFoundError, ValueError) as error:
         print(f"data2vec-convert: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error

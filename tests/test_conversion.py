@@ -115,3 +115,39 @@ def test_the_conversion_tables_do_not_import_the_models():
     tree = ast.parse(Path(conversion.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
     assert imported == {"configuration_data2vec"}, imported
+
+
+HEADS = [("text", "Data2VecTextForSequenceClassification", "AutoModelForSequenceClassification"),
+         ("text", "Data2VecTextForTokenClassification", "AutoModelForTokenClassification"),
+         ("text", "Data2VecTextForQuestionAnswering", "AutoModelForQuestionAnswering"),
+         ("vision", "Data2VecVisionForImageClassification", "AutoModelForImageClassification"),
+         ("audio", "Data2VecAudioForCTC", "AutoModelForCTC"),
+         ("audio", "Data2VecAudioForSequenceClassification", "AutoModelForAudioClassification")]
+
+
+@pytest.mark.parametrize("modality, cls_name, auto_name", HEADS)
+def test_converter_keeps_a_task_checkpoints_head(tmp_path, modality, cls_name, auto_name):
+    """A fine-tuned transformers checkpoint converts to our task class with its head (vision: the pooler norm too),
+    and the Auto class of its task loads the result with the source's logits."""
+    kw = {"num_labels": 3} if "Classification" in cls_name else {}
+    if modality == "vision":
+        kw["use_mean_pooling"] = True  # the pooler LayerNorm the new user saw dropped
+    theirs = tiny_transformers_model(modality, cls_name, **kw).eval()
+    theirs.save_pretrained(tmp_path / "src")
+    convert_checkpoint(tmp_path / "src", tmp_path / "dst")
+    loaded = getattr(transformers, auto_name).from_pretrained(tmp_path / "dst")
+    assert loaded.config.model_type == "data2vec" and type(loaded).__module__.startswith("modeling_data2vec_unified")
+    assert max_output_difference(loaded, theirs, example_inputs(loaded.config)) <= 1e-4
+    with torch.no_grad():
+        a, b = loaded(**example_inputs(loaded.config)), theirs(**example_inputs(loaded.config))
+    name = "start_logits" if "QuestionAnswering" in cls_name else "logits"
+    torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-4)
+
+
+def test_converter_refuses_a_head_it_cannot_keep(tmp_path):
+    tiny_transformers_model("text", "Data2VecTextForMaskedLM").save_pretrained(tmp_path / "src")
+    with pytest.raises(ValueError, match="Data2VecTextForMaskedLM, whose head has no counterpart.*--encoder_only"):
+        convert_checkpoint(tmp_path / "src", tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()
+    convert_checkpoint(tmp_path / "src", tmp_path / "dst", encoder_only=True)
+    assert type(AutoModel.from_pretrained(tmp_path / "dst")) is d2v.Data2VecTextModel
