@@ -2,9 +2,11 @@
 trainer's `log_history`.
 
 The plot has one panel per quantity against the optimizer step (the top axis: training wall-clock, the probes of
-`--probe_steps` not counted): the loss; target_var and pred_var (both falling: collapse); and, when the run probed
-during training, the linear probe's held-out accuracy, with the same encoder at its random initialisation and the
-raw-input reference as horizontal lines. Drawn with matplotlib's object API on the Agg canvas: no pyplot, no global
+`--probe_steps` not counted): the loss; target_var and pred_var (both falling: collapse); when the run checked the
+health of its representations (`--monitor_steps`, on by default), each pooled spread across examples relative to
+the run's start, with the collapse line, and each effective rank (`monitor`: label-free, for every run); and, when
+the run probed during training, the linear probe's held-out accuracy, with the same encoder at its random
+initialisation and the raw-input reference as horizontal lines. Drawn with matplotlib's object API on the Agg canvas: no pyplot, no global
 backend change, no display needed.
 """
 
@@ -31,6 +33,19 @@ def curves_from_history(history: list[dict]) -> dict:
     logged = [h for h in history if "loss" in h]
     curves = {"step": [h["step"] for h in logged]}
     curves.update({key: [_number(h.get(key)) for h in logged] for key in ("elapsed_seconds", *TRAINING_KEYS)})
+    checks = [h for h in history if "health/student_spread" in h]
+    curves["health"] = None
+    if checks:
+        keys = sorted({k.removeprefix("health/") for h in checks for k in h
+                       if k.startswith("health/") and not k.startswith("health/start_")})
+        curves["health"] = {"step": [h["step"] for h in checks],
+                            **{k: [_number(h.get(f"health/{k}")) for h in checks] for k in keys}}
+        start = {k.removeprefix("health/start_"): v for k, v in checks[0].items() if k.startswith("health/start_")}
+        if start:  # the run's start (the first check carries it), as the curves' first point
+            curves["health"]["step"].insert(0, int(start.pop("step", 0)))
+            for k in keys:
+                first = 1.0 if k.endswith("_vs_start") else start.get(k)
+                curves["health"][k].insert(0, _number(first))
     probes = [h for h in history if "probe/pretrained" in h]
     curves["probe"] = None
     if probes:
@@ -65,8 +80,8 @@ def plot_curves(curves: dict, path: str | Path, title: str = "") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    probe = curves.get("probe")
-    panels = 3 if probe else 2
+    probe, health = curves.get("probe"), curves.get("health")
+    panels = 2 + bool(health) * 2 + bool(probe)
     figure = Figure(figsize=(7.5, 2.4 * panels + 0.8), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
@@ -77,14 +92,31 @@ def plot_curves(curves: dict, path: str | Path, title: str = "") -> None:
     axes[1].plot(step, _array(curves["pred_var"]), color="C2", label="pred_var")
     axes[1].set_ylabel("std over masked positions")
     axes[1].legend(loc="best", fontsize="small")
+    if health:
+        from .monitor import COLLAPSE_RATIO, REPRESENTATIONS
+
+        spread, rank = axes[2], axes[3]
+        for i, name in enumerate(REPRESENTATIONS):
+            color, label = f"C{4 + i}", name.replace("_", " ")
+            if f"{name}_spread_vs_start" in health:
+                spread.plot(health["step"], _array(health[f"{name}_spread_vs_start"]), "o-", color=color, label=label)
+            if f"{name}_rank" in health:
+                rank.plot(health["step"], _array(health[f"{name}_rank"]), "o-", color=color, label=label)
+        spread.axhline(COLLAPSE_RATIO, linestyle="--", color="0.3", label=f"collapse ({COLLAPSE_RATIO:.0%})")
+        spread.set_yscale("log")
+        spread.set_ylabel("pooled spread across\nexamples / at start")
+        rank.set_ylabel("effective rank of\npooled features")
+        spread.legend(loc="best", fontsize="small")
+        rank.legend(loc="best", fontsize="small")
     if probe:
-        axes[2].plot(probe["step"], 100 * _array(probe["pretrained"]), "o-", color="C3", label="pretrained")
+        ax = axes[-1]
+        ax.plot(probe["step"], 100 * _array(probe["pretrained"]), "o-", color="C3", label="pretrained")
         for key, style, label in (("random_init", "--", "random init"), ("raw_inputs", ":", "raw inputs")):
             if probe[key] is not None:
-                axes[2].axhline(100 * probe[key], linestyle=style, color="0.4" if key == "random_init" else "0.1",
-                                label=f"{label} ({probe[key]:.1%})")
-        axes[2].set_ylabel(f"linear probe, held out\n({probe['test_examples']} examples), %")
-        axes[2].legend(loc="best", fontsize="small")
+                ax.axhline(100 * probe[key], linestyle=style, color="0.4" if key == "random_init" else "0.1",
+                           label=f"{label} ({probe[key]:.1%})")
+        ax.set_ylabel(f"linear probe, held out\n({probe['test_examples']} examples), %")
+        ax.legend(loc="best", fontsize="small")
     axes[-1].set_xlabel("optimizer step")
     for ax in axes:
         ax.grid(alpha=0.3)

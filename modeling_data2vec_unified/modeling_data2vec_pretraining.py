@@ -436,11 +436,21 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
 
     @torch.no_grad()
     def forward_teacher(self, batch: dict, tokens: FrontEndOutput) -> torch.Tensor:
-        """The unmasked input -> the EMA teacher -> targets (B, P, D) in fp32 (`data2vec_targets`): the teacher's own
-        front end ("model"), the student's conv features through the teacher's positional encoder
-        ("model_except_feature_encoder"), or the student's front end (no dropout) through the teacher's encoder
-        ("encoder")."""
+        """The unmasked input -> the EMA teacher -> targets (B, P, D) in fp32 (`data2vec_targets` of
+        `teacher_layers`)."""
+        return data2vec_targets(self.teacher_layers(batch, tokens), self.config, tokens.attention_mask)
+
+    @torch.no_grad()
+    def teacher_layers(self, batch: dict, tokens: FrontEndOutput | None = None) -> list[torch.Tensor]:
+        """The teacher's top `average_top_k_layers` outputs (B, P, D) for the unmasked input, before normalisation,
+        without prefix (CLS) tokens: the teacher's own front end ("model"), the student's conv features through the
+        teacher's positional encoder ("model_except_feature_encoder"), or the student's front end (no dropout)
+        through the teacher's encoder ("encoder"). `tokens`: the student's front-end output for `batch` (computed
+        here when not given)."""
         c, m = self.config, self.data2vec
+        if tokens is None:
+            with _eval_mode(m.embeddings):
+                tokens = m.embed(batch)
         teacher = self.teacher
         dtype = next(teacher.parameters()).dtype
         ffn = c.target_layer_output == "ffn"
@@ -456,8 +466,7 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
             front.hidden_states = front.hidden_states.to(dtype)
             out = teacher(front.hidden_states, front.attention_mask, front.grid, **outputs)
         layers = out.ffn_outputs if ffn else out.hidden_states[1:]
-        layers = [layer[:, self.num_prefix_tokens :] for layer in layers[-c.average_top_k_layers :]]
-        return data2vec_targets(layers, c, tokens.attention_mask)
+        return [layer[:, self.num_prefix_tokens :] for layer in layers[-c.average_top_k_layers :]]
 
     def forward_loss(self, predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                      cls: torch.Tensor | None = None):

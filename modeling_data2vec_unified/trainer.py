@@ -94,6 +94,14 @@ TINY_RECIPES_V2: dict[str, dict] = {
                   clone_batch=4, decoder_dim=64, decoder_layers=3, decoder_groups=4, average_top_k_layers=3,
                   ema_decay=0.99, ema_end_decay=0.999),
 }
+# what to try first when the representation health check sees a collapse, by modality
+COLLAPSE_REMEDIES = {
+    "audio": "on steady sounds (tones, hums, chirps) the conv front end forgets what instance-normed targets drop: "
+             "--config_overrides teacher_scope=model or feature_grad_mult=0 (docs/pretraining.md, 'Steady sounds')",
+    "text": "target_layer_norm=instance (if changed) and more masking (mask_prob)",
+    "vision": "more masking (mask_prob) or the layer-normed targets of the recipe (target_layer_norm=layer)",
+}
+
 # the built-in digits are 8x8 grey images, upsampled to 16x16 and cut into 4x4 patches
 BUILTIN_VISION = dict(image_size=16, patch_size=4, num_channels=1)
 
@@ -286,6 +294,11 @@ class PretrainingArguments:
     probe_steps: int | None = field(default=None, metadata={"help": "linear probe on a fixed subset of the probe "
                                                                     "data every N steps, logged as probe/pretrained "
                                                                     "(0 or None: off)"})
+    monitor_steps: int | None = field(default=None, metadata={
+        "help": "label-free health of the representations every N steps (pooled spread across examples and "
+                "effective rank of the front end, the student's top layers and the teacher's; warns on a collapse; "
+                "drawn in curves.png); default: a tenth of the run; 0: off"})
+    monitor_examples: int = field(default=64, metadata={"help": "training examples the health check pools"})
     # ---- checkpoints and the result -------------------------------------------------------------------------------
     save_steps: int = field(default=500)
     save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept (None: all)"})
@@ -368,6 +381,12 @@ class PretrainingArguments:
         if args.probe_steps is not None and args.probe_steps < 0:
             raise ValueError(f"--probe_steps must be >= 1 (or 0: no probes during training); got {args.probe_steps}")
         args.probe_steps = args.probe_steps or None
+        if args.monitor_steps is None:
+            args.monitor_steps = max(1, args.max_steps // 10)
+        if args.monitor_steps < 0 or args.monitor_examples < 2:
+            raise ValueError(f"--monitor_steps must be >= 1 (or 0: off) and --monitor_examples >= 2; got "
+                             f"{args.monitor_steps}, {args.monitor_examples}")
+        args.monitor_steps = args.monitor_steps or None
         if args.streaming:
             _check_streaming(args)
         return args
@@ -771,6 +790,8 @@ class Data2VecPretrainer:
         if args.probe_steps and data.probe is None:
             logger.warning("--probe_steps %d: the data has no labels (no label column), so there is nothing to probe",
                            args.probe_steps)
+        self._monitor_examples, self._collapse_warned = self._health_examples(), set()
+        self.health_start: dict[str, float] | None = None  # the health check at the run's start (in checkpoints)
         self.resume_from = None
         if args.resume_from_checkpoint:
             self.resume_from = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
@@ -1074,6 +1095,7 @@ class Data2VecPretrainer:
                 "num_parameters": self.unwrapped.num_parameters(),
                 "num_processes": acc.num_processes, "args": dataclasses.asdict(self.args),
                 "elapsed_seconds": self._seconds(), "log_history": self.log_history,
+                "health_start": self.health_start,
             }, indent=2))
             if final.exists():
                 shutil.rmtree(final)
@@ -1168,6 +1190,7 @@ class Data2VecPretrainer:
             self._load_stream_state(path)
         self.state.load_state_dict({k: int(state[k]) for k in self.state.state_dict()})
         self.log_history = state.get("log_history", [])  # older checkpoints: none
+        self.health_start = state.get("health_start")  # older checkpoints: none (measured again from here)
         self._seconds_before = state.get("elapsed_seconds", 0.0)
         if not rng.is_file():
             logger.warning("checkpoint %s has no RNG state for process %d (it was saved by %s processes): dropout "
@@ -1292,6 +1315,10 @@ class Data2VecPretrainer:
             "bad_count": torch.zeros((), dtype=torch.long, device=acc.device),
         }
         self._loop_start, self._probe_seconds = time.perf_counter(), 0.0
+        self._last_monitor = self.state.global_step
+        if self._monitor_examples and self.health_start is None:  # what the later checks compare with
+            with _rng_untouched(acc.device):
+                self.health_start = {**self._health(), "step": self.state.global_step}
         progress = _progress(acc, args, self.state.global_step)
         with _logging_beside(progress):
             metrics = self._steps(end, progress, batches, tallies)
@@ -1317,6 +1344,9 @@ class Data2VecPretrainer:
                 progress.set_postfix(loss=f"{metrics['loss']:.4f}", target_var=f"{metrics['target_var']:.3f}")
                 tallies["sums"].zero_()
                 samples = 0
+                if self._monitor_examples and (step - self._last_monitor >= args.monitor_steps or step == end):
+                    clock += self.monitor_health(step)  # into this step's log entry; not counted in the throughput
+                    metrics.update({k: v for k, v in self.log_history[-1].items() if k.startswith("health/")})
             if self.validation is not None and (step % args.eval_steps == 0 or step == end):
                 clock += self.evaluate(step)  # not counted in the throughput
             if args.probe_steps and step % args.probe_steps == 0 and self.data.probe is not None:
@@ -1438,6 +1468,10 @@ class Data2VecPretrainer:
             model = full
             if args.probe and self.data.probe is not None:
                 results = self.run_probe(model)
+            elif args.probe and acc.is_main_process:
+                print("no linear probe: the data has no labels (a folder of class subfolders, or --label_column, gives "
+                      "one). Without labels, judge the run by the health panels of curves.png (pooled spread and "
+                      "effective rank; docs/training.md, 'What to watch in curves.png')", file=sys.stderr)
             from .curves import write_curves
 
             write_curves(self.log_history, args.output_dir, title=self.data.description)
@@ -1593,6 +1627,62 @@ class Data2VecPretrainer:
                                      "probe/train_examples": len(train), "probe/test_examples": len(test)})
             logger.info("step %d: linear probe (%d held out) %s", step, len(test),
                         " ".join(f"{k.removeprefix('probe/')} {v:.1%}" for k, v in metrics.items()))
+        acc.wait_for_everyone()
+        seconds = time.perf_counter() - began
+        self._probe_seconds += seconds
+        return seconds
+
+    def _health(self) -> dict[str, float]:
+        from .monitor import representation_health
+
+        return representation_health(self.unwrapped, self._monitor_examples)
+
+    def _health_examples(self) -> list[dict] | None:
+        """The first --monitor_examples training examples (inputs only), or None where the check is off: no
+        --monitor_steps, a stream (no examples held in memory), FSDP (the check runs on the main process alone)."""
+        args = self.args
+        if not args.monitor_steps:
+            return None
+        if self.streaming or self.fsdp:
+            logger.info("the representation health check (--monitor_steps) is off with %s",
+                        "--streaming" if self.streaming else "--fsdp")
+            return None
+        key = MODALITY_INPUT[self.config.modality]
+        n = min(args.monitor_examples, len(self.data.train))
+        keep = (key, "attention_mask")
+        return [{k: v for k, v in self.data.train[i].items() if k in keep} for i in range(n)]
+
+    def monitor_health(self, step: int) -> float:
+        """The label-free health check (`monitor.representation_health`) at logging step `step` on the main process:
+        logged as health/* (and each pooled spread relative to the run's start) to the trackers and into the step's
+        log_history entry, and a warning, once per representation, naming what collapsed and what to try when its
+        pooled spread fell below `monitor.COLLAPSE_RATIO` of the start. Draws no random number; returns the seconds
+        it took."""
+
+        from .monitor import REPRESENTATIONS, collapsed
+
+        acc, began = self.accelerator, time.perf_counter()
+        self._last_monitor = step
+        if acc.is_main_process:
+            with _rng_untouched(acc.device):
+                health = self._health()
+            start = self.health_start
+            metrics = {f"health/{k}": v for k, v in health.items()}
+            metrics.update({f"health/{name}_spread_vs_start": health[f"{name}_spread"] / start[f"{name}_spread"]
+                            for name in REPRESENTATIONS if start[f"{name}_spread"] > 0})
+            acc.log(metrics, step=step)
+            if not any("health/student_spread" in h for h in self.log_history):  # the first check: the start too
+                metrics.update({f"health/start_{k}": v for k, v in start.items()})
+            self.log_history[-1].update(metrics)  # this logging step's entry
+            new = [what for what in collapsed(health, start) if what.split(" (")[0] not in self._collapse_warned]
+            if new:
+                self._collapse_warned.update(what.split(" (")[0] for what in new)
+                logger.warning(
+                    "step %d: collapse: %s. Every example's pooled features are becoming alike (the collapse check on "
+                    "target_var / pred_var watches positions, not examples), so a probe or a fine-tuned classifier "
+                    "has little to go on. What to try: %s; a lower --learning_rate; a slower teacher (ema_decay / "
+                    "ema_end_decay closer to 1). See docs/training.md, 'What to watch in curves.png'.",
+                    step, "; ".join(new), COLLAPSE_REMEDIES[self.config.modality])
         acc.wait_for_everyone()
         seconds = time.perf_counter() - began
         self._probe_seconds += seconds
