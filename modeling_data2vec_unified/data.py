@@ -185,7 +185,7 @@ def load_pretraining_data(
             data = _builtin_text(config, processor, max_seq_length, tokenizer_vocab_size, seed, max_examples)
         return data if probe else dataclasses.replace(data, probe=None)
 
-    rows, source = _load_rows(config, dataset, dataset_config_name, split, cache_dir)
+    rows, source = _load_rows(config, dataset, dataset_config_name, split, cache_dir, skip_bad_examples)
     if max_examples is not None:
         rows = rows.select(range(min(max_examples, len(rows))))
     column = _find_column(rows, modality, column, source)
@@ -365,13 +365,14 @@ def _fits_in_memory(num_bytes: float, source: str) -> bool:
 
 
 def _load_rows(
-    config: Data2VecConfig, dataset: str, config_name: str | None, split: str, cache_dir: str | None
+    config: Data2VecConfig, dataset: str, config_name: str | None, split: str, cache_dir: str | None,
+    skip_bad_examples: float | None = None,
 ) -> tuple[datasets.Dataset, str]:
     """The dataset's rows and a short name for messages: a local folder / file by its files' kinds, else the Hub."""
     path = Path(dataset).expanduser()
     if path.is_dir():
         in_split = _split_files(path, split)
-        rows = _load_folder(config.modality, path, split, in_split, cache_dir)
+        rows = _load_folder(config.modality, path, split, in_split, cache_dir, skip_bad_examples)
         source = f"folder {dataset}" + ("" if in_split is None else f" [{split}]")
     elif path.is_file():
         if split != "train":
@@ -383,7 +384,7 @@ def _load_rows(
         if LOADER_MODALITY.get(loader, config.modality) != config.modality:  # tables: their columns decide
             raise _modality_error(f"file {dataset}", LOADER_MODALITY[loader], "a " + path.suffix.lower() + " file",
                                   config.modality)
-        rows, source = _load_files(loader, [path], path.parent, split, cache_dir), f"file {dataset}"
+        rows, source = _load_files(loader, [path], path.parent, split, cache_dir, skip_bad_examples), f"file {dataset}"
     elif not _plausible_hub_id(dataset):
         raise FileNotFoundError(
             f"dataset {dataset!r} does not exist: give an existing folder or file, 'builtin', or a datasets Hub id "
@@ -416,7 +417,7 @@ def _looked_for() -> str:
 
 
 def _load_folder(modality: str, root: Path, split: str, in_split: set[Path] | None,
-                 cache_dir: str | None) -> datasets.Dataset:
+                 cache_dir: str | None, skip_bad_examples: float | None = None) -> datasets.Dataset:
     """A folder's rows: the files of the modality's own kind if any (images, audio, .txt), else its one kind of
     table; files under hidden folders are skipped; `in_split`: the split's files, where the folder is split by name."""
     groups: dict[str, list[Path]] = defaultdict(list)
@@ -440,7 +441,7 @@ def _load_folder(modality: str, root: Path, split: str, in_split: set[Path] | No
         loader = next(iter(groups))
         extensions = " ".join(sorted({f.suffix.lower() for f in groups[loader]}))
         raise _modality_error(f"folder {root}", LOADER_MODALITY[loader], f"{extensions} files", modality)
-    return _load_files(loader, groups[loader], root, split, cache_dir)
+    return _load_files(loader, groups[loader], root, split, cache_dir, skip_bad_examples)
 
 
 def _split_files(root: Path, split: str) -> set[Path] | None:
@@ -473,9 +474,14 @@ def _modality_error(source: str, held: str, what: str, modality: str) -> ValueEr
     )
 
 
-def _load_files(loader: str, files: list[Path], root: Path, split: str, cache_dir: str | None) -> datasets.Dataset:
+def _load_files(loader: str, files: list[Path], root: Path, split: str, cache_dir: str | None,
+                skip_bad_examples: float | None = None) -> datasets.Dataset:
     if loader == "audio":
         return _audio_file_rows(files, root)
+    if loader == "text":
+        bad = _lines_not_utf8(files)
+        if bad:
+            return _utf8_text_rows(files, bad, skip_bad_examples)
     try:
         if loader == "imagefolder" and len(files) > 1:  # data_dir: subfolders give labels (and splits, if named so)
             return datasets.load_dataset("imagefolder", data_dir=str(root), split=split, cache_dir=cache_dir)
@@ -486,6 +492,44 @@ def _load_files(loader: str, files: list[Path], root: Path, split: str, cache_di
             f"datasets' {loader!r} builder could not read {names} ({type(error).__name__}: {error}): check that "
             f"the files are not empty or malformed ({_looked_for()})"
         ) from error
+
+
+def _lines_not_utf8(files: list[Path]) -> dict[Path, list[tuple[int, int, int]]]:
+    """The lines of .txt `files` that are not UTF-8, which datasets' 'text' builder fails on without naming the file
+    or the line: {file: [(line number, column, byte)]}, read a line at a time."""
+    bad = {}
+    for path in files:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    bad.setdefault(path, []).append((number, error.start + 1, line[error.start]))
+    return bad
+
+
+def _utf8_text_rows(files: list[Path], bad: dict, skip: float | None) -> datasets.Dataset:
+    """Text rows (one per line, as datasets' 'text' builder makes them) without the lines that are not UTF-8, when
+    --skip_bad_examples allows that many; else a `BadExampleError` naming the file, the line and the fix."""
+    path, ((number, column, byte), *_) = next(iter(bad.items()))
+    where = f"line {number} of {path} (byte 0x{byte:02x} at column {column})"
+    count = sum(len(v) for v in bad.values())
+    if skip is None:
+        raise BadExampleError(
+            f"{where} is not UTF-8, the encoding text files are read in ({count} such line(s) in all): convert the "
+            f"file (e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`), or pass "
+            "--skip_bad_examples 0.01 to skip such lines (counted and logged)"
+        )
+    lines = []
+    for f in files:
+        skipped = {n for n, _, _ in bad.get(f, [])}
+        with open(f, "rb") as handle:
+            lines += [line.rstrip(b"\r\n").decode("utf-8") for n, line in enumerate(handle, 1) if n not in skipped]
+    if count > skip * max(len(lines) + count, 1):
+        raise BadExampleError(f"{count} of {len(lines) + count} lines are not UTF-8, more than --skip_bad_examples "
+                              f"{skip:g} allows (the first: {where}): convert the files to UTF-8")
+    logger.warning("skipped %d line(s) that are not UTF-8 (--skip_bad_examples), the first: %s", count, where)
+    return datasets.Dataset.from_dict({"text": lines})
 
 
 def _audio_file_rows(files: list[Path], root: Path) -> datasets.Dataset:

@@ -80,8 +80,9 @@ class StreamPosition:
     short: int = 0  # audio: clips dropped as too short over the run (not bad: logged, never stop the run)
 
 
-def _source_files(dataset: str, split: str) -> tuple[str, list[str]] | None:
-    """(datasets builder, files) of a local file or folder; None for a Hub id."""
+def _source_files(dataset: str, split: str, modality: str | None = None) -> tuple[str, list[str]] | None:
+    """(datasets builder, files) of a local file or folder; None for a Hub id. In a folder of image or audio shards,
+    .txt files (notes, READMEs), which cannot hold images or audio, are left out with a warning naming them."""
     path = Path(dataset).expanduser()
     if path.is_file():
         files = [path]
@@ -102,6 +103,13 @@ def _source_files(dataset: str, split: str) -> tuple[str, list[str]] | None:
             "are in parquet shards as a {'bytes', 'path'} column, or in webdataset .tar shards), or drop --streaming "
             "to read it map-style")
     kinds = sorted({STREAM_LOADERS.get(f.suffix.lower(), f.suffix) for f in files})
+    stray = [f for f in files if STREAM_LOADERS.get(f.suffix.lower()) == "text"]
+    if len(kinds) > 1 and modality in ("vision", "audio") and 0 < len(stray) < len(files):
+        logger.warning("--streaming: left out %d .txt file(s) of %s, which cannot hold %s shards: %s", len(stray),
+                       dataset, "image" if modality == "vision" else "audio",
+                       ", ".join(str(f.relative_to(path)) for f in stray[:5]) + (" ..." if len(stray) > 5 else ""))
+        files = [f for f in files if f not in stray]
+        kinds = sorted({STREAM_LOADERS.get(f.suffix.lower(), f.suffix) for f in files})
     if len(kinds) > 1 or kinds[0] not in STREAM_LOADERS.values():
         if any(LOADERS.get(f.suffix.lower()) in ("imagefolder", "audio") for f in files):
             raise ValueError(f"--streaming: {dataset} holds image / audio files, not shards: put the files' bytes in "
@@ -138,9 +146,9 @@ def _check_shards(loader: str, files: list[str], skip: float | None) -> list[str
 
 
 def open_stream(dataset: str, config_name: str | None, split: str, cache_dir: str | None,
-                skip: float | None = None) -> tuple[datasets.IterableDataset, str]:
+                skip: float | None = None, modality: str | None = None) -> tuple[datasets.IterableDataset, str]:
     """The unshuffled stream and a short name for messages."""
-    found = _source_files(dataset, split)
+    found = _source_files(dataset, split, modality)
     try:
         if found is None:
             stream = datasets.load_dataset(dataset, config_name, split=split, cache_dir=cache_dir, streaming=True)
@@ -422,7 +430,7 @@ def load_streaming_data(config, dataset: str, *, dataset_config_name=None, split
 
         auto = {"text": AutoTokenizer, "vision": AutoImageProcessor, "audio": AutoFeatureExtractor}[modality]
         processor = auto.from_pretrained(processor, cache_dir=cache_dir)
-    stream, source = open_stream(dataset, dataset_config_name, split, cache_dir, skip_bad_examples)
+    stream, source = open_stream(dataset, dataset_config_name, split, cache_dir, skip_bad_examples, modality)
     for name, feature in (stream.features or {}).items():  # images / audio decoded by us, per row: errors name the file
         if isinstance(feature, datasets.Image) and feature.decode:
             stream = stream.cast_column(name, datasets.Image(decode=False))

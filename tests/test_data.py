@@ -658,3 +658,25 @@ def test_a_folder_split_by_name_gives_each_split_its_own_files(tmp_path):
         load_pretraining_data(config, str(plain), split="validation", tokenizer_vocab_size=300)
     with pytest.raises(ValueError, match=r"is one split \(train\); split 'validation' needs a folder"):
         load_pretraining_data(config, str(plain / "notes.txt"), split="validation", tokenizer_vocab_size=300)
+
+
+def test_a_line_that_is_not_utf8_is_named_or_skipped(tmp_path):
+    """One latin-1 line in a .txt: the error names the file, the line, the byte and the encoding, and the fix; with
+    --skip_bad_examples the line is dropped (counted) and every other line is kept."""
+    from modeling_data2vec_unified.data import BadExampleError, load_pretraining_data
+
+    good = [f"line {i} of plain text about teachers and students" for i in range(60)]
+    (tmp_path / "a.txt").write_bytes(("\n".join(good[:30]) + "\n").encode() + "café au lait\n".encode("latin-1")
+                                     + ("\n".join(good[30:]) + "\n").encode())
+    config = d2v.Data2VecConfig(modality="text", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64)
+    with pytest.raises(BadExampleError, match=r"line 31 of .*a\.txt \(byte 0xe9 at column 4\) is not UTF-8.*"
+                                              r"iconv.*--skip_bad_examples"):
+        load_pretraining_data(config, str(tmp_path / "a.txt"), max_seq_length=16, tokenizer_vocab_size=300)
+    data = load_pretraining_data(config, str(tmp_path / "a.txt"), max_seq_length=16, tokenizer_vocab_size=300,
+                                 skip_bad_examples=0.05)
+    text = data.processor.decode([i for e in data.train for i in e["input_ids"]], skip_special_tokens=True)
+    assert "caf" not in text and "line 0 of" in text and "line 45 of" in text  # (the last partial block is dropped)
+    with pytest.raises(BadExampleError, match="more than --skip_bad_examples 0.001"):
+        load_pretraining_data(config, str(tmp_path / "a.txt"), max_seq_length=16, tokenizer_vocab_size=300,
+                              skip_bad_examples=0.001)

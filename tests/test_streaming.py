@@ -7,6 +7,7 @@ import gc
 import io
 import json
 import logging
+import math
 
 import numpy as np
 import PIL.Image
@@ -18,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 import modeling_data2vec_unified as d2v
+from conftest import tiny_config
 from modeling_data2vec_unified.data import BadExampleError, synthesize_sounds
 from modeling_data2vec_unified.streaming import StreamingExamples, open_stream, stream_batches
 from modeling_data2vec_unified.trainer import cli
@@ -334,7 +336,7 @@ def test_a_resumed_stream_continues_with_the_same_batches_and_counts(tmp_path, s
     assert resumed == full[stop:]
 
 
-def test_webdataset_tar_shards_stream(tmp_path):
+def test_webdataset_tar_shards_stream(tmp_path, caplog):
     """datasets' "webdataset" builder reads local tar shards offline: images (.png members) train."""
     import tarfile
 
@@ -348,10 +350,25 @@ def test_webdataset_tar_shards_stream(tmp_path):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
+    (folder / "notes.txt").write_text("where these images came from\n")  # a stray file: left out, named
+    config = tiny_config("vision", image_size=12, patch_size=4, num_channels=1)
+    with caplog.at_level(logging.WARNING):
+        data = d2v.streaming.load_streaming_data(config, str(folder), batch_size=1)
+    assert any("left out 1 .txt file(s)" in r.getMessage() and "notes.txt" in r.getMessage() for r in caplog.records)
+    epoch = []
+    for batch, _, position in data.train:
+        if position.epoch:
+            break
+        epoch += [e["pixel_values"] for e in batch]
+    assert len(epoch) == 32 and all(tuple(x.shape) == (1, 12, 12) for x in epoch)
+    assert len({x.numpy().tobytes() for x in epoch}) == 32  # 32 different images, each decoded once per epoch
     cli(["--dataset", str(folder), "--streaming", "--max_steps", "3", "--per_device_train_batch_size", "8",
          "--config_overrides", "image_size=12,patch_size=4,num_channels=1", "--output_dir", str(tmp_path / "out"),
          *QUICK])
-    assert (tmp_path / "out" / "model.safetensors").is_file()
+    history = json.loads((tmp_path / "out" / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) >= 1 and all(math.isfinite(x) and x > 0 for x in losses)
+    assert history[-1]["step"] == 3 and history[-1]["samples_per_second"] > 0
 
 
 # ---- audio -----------------------------------------------------------------------------------------------------
@@ -459,4 +476,10 @@ def test_webdataset_tar_of_wav_files_streams(tmp_path):
                     tar.addfile(info, io.BytesIO(data))
     cli(["--dataset", str(folder), *AUDIO_FLAGS, "--max_steps", "3", "--per_device_train_batch_size", "4",
          "--dataloader_num_workers", "2", "--output_dir", str(tmp_path / "out"), *QUICK])  # a shard per worker
-    assert (tmp_path / "out" / "model.safetensors").is_file()
+    history = json.loads((tmp_path / "out" / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert history[-1]["step"] == 3 and losses and all(math.isfinite(x) and x > 0 for x in losses)
+    # the clips decoded from the tar members are the clips written (each 0.5 s crop lies inside its source clip)
+    data = d2v.streaming.load_streaming_data(tiny_config("audio"), str(folder), batch_size=1)
+    decoded = _one_epoch(data.train)
+    assert sorted(len(x) for x in decoded) == sorted(len(c) for c in clips)
