@@ -24,6 +24,7 @@ Measured on the 297 held-out digits with these defaults (10 epochs, 2 CPUs, ~15 
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, field
 
 import datasets
@@ -46,6 +47,8 @@ from modeling_data2vec_unified.finetuning import (
     train_and_report,
 )
 from modeling_data2vec_unified.trainer import BUILTIN_VISION
+
+logger = logging.getLogger("finetune_image_classification")
 
 try:  # transformers >= 5: the Pillow backend (the torchvision one warns without torchvision)
     from transformers import ViTImageProcessorPil as ImageProcessor
@@ -110,6 +113,32 @@ def as_dataset(examples: list[dict]) -> datasets.Dataset:
                                        "labels": [e["labels"] for e in examples]}).with_format("torch")
 
 
+def note_input_change(rows, args: FinetuningArguments, config, mode: str) -> str | None:
+    """Says (a warning) when the images are not what the model takes, so that they are resized or converted: the
+    first training image's size and colour against the model's `image_size` and `num_channels`. Returns the note."""
+    column = args.image_column or next((c for c in rows.column_names if c in ("image", "img", "pixel_values")),
+                                       rows.column_names[0])
+    image = rows[0][column]
+    if isinstance(image, dict):  # {"bytes", "path"}
+        image = PIL.Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
+    elif isinstance(image, str):  # a path
+        image = PIL.Image.open(image)
+    if not isinstance(image, PIL.Image.Image):
+        return None
+    have = (image.width, image.height, "grey" if image.mode in ("L", "1", "I", "F") else "colour")
+    want = (config.image_size, config.image_size, "grey" if mode == "L" else "colour")
+    if have == want:
+        return None
+    note = (f"the images ({have[0]}x{have[1]} {have[2]}, the first) are changed to what the model takes: "
+            f"{want[0]}x{want[1]} {want[2]} (image_size {config.image_size}, num_channels {config.num_channels})")
+    if args.model_name_or_path is None:
+        note += (f"; a fresh model can take them as they are: --config_overrides image_size={have[0]},"
+                 f"num_channels={1 if have[2] == 'grey' else 3} (and a patch_size that divides the size)")
+    logger.warning(note)
+    print(f"note: {note}")
+    return note
+
+
 def prepare_data(args: FinetuningArguments, config) -> tuple[object, object, object, list[str]]:
     """(train set, held-out set, image processor, class names); each example {"pixel_values", "labels"}."""
     processor = checkpoint_processor(args)
@@ -129,6 +158,7 @@ def prepare_data(args: FinetuningArguments, config) -> tuple[object, object, obj
     if config.num_channels not in (1, 3):
         raise ValueError(f"images are read as grey (1 channel) or RGB (3); the model takes {config.num_channels}")
     mode = "L" if config.num_channels == 1 else "RGB"
+    note_input_change(train_rows, args, config, mode)
     sets = [ImageExamples(rows, args.image_column, label_ids(rows, args.label_column, names), processor,
                           mode) for rows in (train_rows, eval_rows)]
     return sets[0], sets[1], processor, names

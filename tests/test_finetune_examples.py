@@ -123,11 +123,14 @@ def _local_dataset(name: str, root: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
-def test_finetuning_example_local_data(name, tmp_path, monkeypatch, capsys, offline):
+def test_finetuning_example_local_data(name, tmp_path, monkeypatch, capsys, caplog, offline):
     flags = _local_dataset(name, tmp_path / "data")
     argv = ["--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--per_device_train_batch_size", "4",
             "--disable_tqdm", "true", *flags]
     result, (_, count), trainer = run_example(name, argv, monkeypatch, capsys)
+    if name == "image":  # 12x12 images into the fresh model's 16x16: said, with the flag that keeps them
+        assert "the images (12x12 colour, the first) are changed to what the model takes: 16x16 colour" in caplog.text
+        assert "--config_overrides image_size=12,num_channels=3" in caplog.text
     assert int(count) == len(trainer.eval_dataset) > 0
     assert trainer.model.config.num_labels == 2
     check_reload(trainer, *EXAMPLES[name][:2], tmp_path / "out")
