@@ -687,3 +687,23 @@ def test_the_sincos_table_is_saved_and_an_older_checkpoint_without_it_gets_the_c
         wider = old.embeddings.tokens(torch.zeros(1, 3, 24, 24)).hidden_states  # a 6x6 grid: the closed form
     patches = old.embeddings.patch_embedding(torch.zeros(1, 3, 24, 24)).flatten(2).transpose(1, 2)
     torch.testing.assert_close(wider - patches, sincos_2d((6, 6), 32)[None])
+
+
+def test_mask_prob_adjust_adds_block_centres_in_the_inverse_2d_masks():
+    """data2vec2_masks passes the config's mask_prob_adjust to the inverse blocks: with 9 visible patches of 196 and
+    no adjustment there is one centre, so most visible sets are one 3x3 square; an adjustment of 3 more squares' worth
+    draws 4 centres before the count is cut to 9, so visible sets are rarely a single square."""
+    from modeling_data2vec_unified.masking import data2vec2_masks
+
+    def exact_squares(adjust: float) -> float:
+        config = tiny_config("vision", algorithm="data2vec2", mask_type="inverse_block", mask_length=3,
+                             mask_prob=1 - 9.5 / 196, mask_prob_adjust=adjust, image_size=56, patch_size=4)
+        vis = ~data2vec2_masks(config, 200, 196, np.random.default_rng(0), grid=(14, 14)).reshape(200, 14, 14)
+        assert (vis.sum((1, 2)) == 9).all()
+        found = 0
+        for v in vis:
+            rows, cols = np.nonzero(v)
+            found += (rows.max() - rows.min() == 2) and (cols.max() - cols.min() == 2)  # 9 cells in a 3x3 box
+        return found / len(vis)
+
+    assert exact_squares(0.0) > 0.6 and exact_squares(27 / 196) < 0.2

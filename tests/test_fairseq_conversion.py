@@ -322,3 +322,15 @@ def test_the_image_recipes_training_choices_are_kept():
             losses[weight, reduction] = model(pixel_values=pixels, bool_masked_pos=mask).loss.item()
     summed, mean = losses[0.01, "sum"] - losses[0.0, "sum"], losses[0.01, "mean"] - losses[0.0, "sum"]
     assert mean > 1e-6 and summed == pytest.approx(B * c.clone_batch * mean, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", PRETRAINED)
+def test_the_layer_norm_eps_is_the_checkpoints(kind):
+    """fairseq data2vec_multi's `norm_eps` (the recipe's cfg: 1e-6 or 1e-5 by modality) becomes layer_norm_eps
+    exactly: a wrong eps moves the outputs by less than the forward comparison's tolerance, so it is checked as a
+    value, and a changed cfg value follows."""
+    checkpoint = fake_checkpoint(kind)
+    eps = float(checkpoint["cfg"]["model"]["norm_eps"])
+    assert eps in (1e-5, 1e-6) and convert_fairseq_checkpoint(checkpoint).config.layer_norm_eps == eps
+    checkpoint["cfg"]["model"]["norm_eps"] = 1e-3
+    assert convert_fairseq_checkpoint(checkpoint).config.layer_norm_eps == 1e-3

@@ -206,3 +206,20 @@ def test_feature_grad_mult_scales_only_the_conv_gradient():
             torch.testing.assert_close(g0[name], grad)
     with pytest.raises(Exception, match=r"feature_grad_mult must be a number in \[0, 1\]; got -0.1"):
         tiny_config("audio", feature_grad_mult=-0.1)
+
+
+def test_vision_positions_at_another_resolution_match_transformers(tmp_path):
+    """At 48x48 with a 32x32 position table, the positions are resampled as transformers' Data2VecVision does with
+    interpolate_pos_encoding=True (bicubic, align_corners=False, the CLS position kept): the outputs agree."""
+    from conftest import tiny_transformers_model
+
+    theirs = tiny_transformers_model("vision", use_absolute_position_embeddings=True,
+                                     use_relative_position_bias=False, use_shared_relative_position_bias=False).eval()
+    theirs.save_pretrained(tmp_path)
+    ours = d2v.Data2VecVisionModel.from_pretrained(tmp_path).eval()
+    pixels = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = ours(pixel_values=pixels).last_hidden_state
+        b = theirs(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+    assert a.shape == b.shape == (2, 1 + 36, 32)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -467,6 +467,7 @@ def test_a_checkpoints_own_teacher_is_loaded_and_takes_the_continued_runs_ema_sc
     with torch.no_grad():
         for p in model.teacher.parameters():
             p.add_(torch.randn_like(p))
+    model.teacher.num_updates = 1234  # the saved run's count: a continued run starts its own schedule at 0
     model.teacher.save(tmp_path / "teacher.safetensors")
     expected = {k: v.clone() for k, v in model.teacher.model.state_dict().items()}
 
@@ -474,6 +475,7 @@ def test_a_checkpoints_own_teacher_is_loaded_and_takes_the_continued_runs_ema_sc
     reloaded.config.ema_decay, reloaded.config.ema_anneal_end_step = 0.5, 7  # a continued run's schedule
     got = reloaded.teacher.model.state_dict()
     assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+    assert reloaded.teacher.num_updates == 0
     assert reloaded.teacher.decay == 0.5 and reloaded.teacher.anneal_end_step == 7
     student = dict(reloaded._ema_source().named_parameters())
     assert any(not torch.equal(student[k], v) for k, v in reloaded.teacher.model.named_parameters())

@@ -106,6 +106,18 @@ def test_optimizer_defaults_follow_each_modality_recipe(modality, clip, decay, b
     assert tiny.max_grad_norm == clip and tiny.adam_beta2 == (0.98 if modality == "vision" else betas[1])
 
 
+@pytest.mark.parametrize("modality, clip, decay, betas, eps", [  # fairseq examples/data2vec/config/v2/:
+    ("vision", 4.0, 0.05, (0.9, 0.95), 1e-8),  # base_images_only_task.yaml (adam_eps unset: fairseq's 1e-8)
+    ("text", 1.0, 0.01, (0.9, 0.98), 1e-6),  # base_text_only_task.yaml
+    ("audio", 0.0, 0.01, (0.9, 0.98), 1e-6),  # base_audio_only_task.yaml: no clip_norm
+])
+def test_data2vec2_optimizer_defaults_follow_each_modality_recipe(modality, clip, decay, betas, eps):
+    for size in ("tiny", "base"):
+        args = d2v.PretrainingArguments(modality=modality, algorithm="data2vec2", model_size=size).resolve()
+        assert (args.max_grad_norm, args.weight_decay, (args.adam_beta1, args.adam_beta2), args.adam_epsilon) == (
+            clip, decay, betas, eps), size
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--dataset", "./no/such/folder"], "no/such/folder"),
     (["--modality", "text", "--resume_from_checkpoint", "."], "not a data2vec-pretrain checkpoint"),
