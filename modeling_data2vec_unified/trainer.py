@@ -336,6 +336,11 @@ class PretrainingArguments:
         if args.max_steps is None:
             args.max_steps = steps
         args.output_dir = args.output_dir or f"runs/data2vec-{args.modality}"
+        if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+            raise ValueError(f"--output_dir {args.output_dir} is a file, not a folder: give a folder (created if "
+                             "missing)")
+        if args.config:
+            _read_json(args.config, "--config", CONFIG_EXPECTED)
         recipe = {**(OPTIMIZER_DEFAULTS_V2 if v2 else OPTIMIZER_DEFAULTS)[args.modality],
                   **(TINY_OPTIMIZER.get(args.modality, {}) if args.model_size == "tiny" and not v2 else {})}
         for name, value in recipe.items():
@@ -399,6 +404,22 @@ def _fit_tokenizer_length(processor, config) -> None:
     if config.modality == "text" and hasattr(processor, "model_max_length"):
         capacity = config.max_position_embeddings - (config.pad_token_id or 0) - 1
         processor.model_max_length = min(processor.model_max_length, capacity)
+
+
+CONFIG_EXPECTED = "a config.json written by save_pretrained (or Data2VecConfig.to_json_file)"
+
+
+def _read_json(path, what: str, expected: str) -> dict:
+    """A JSON object from `path`, or a ValueError naming the file, what it was given as and what it should be."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist: give {expected}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{what} {path} is not JSON ({type(error).__name__}: {error}): give {expected}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} {path} holds a JSON {type(value).__name__}, not an object: give {expected}")
+    return value
 
 
 def _launcher_processes() -> int | None:
@@ -579,7 +600,7 @@ def _source_algorithm(args: PretrainingArguments) -> str | None:
 
         return read_config_dict(args.init_from).get("algorithm", "data2vec")
     if args.config:
-        return json.loads(Path(args.config).read_text()).get("algorithm", "data2vec")
+        return _read_json(args.config, "--config", CONFIG_EXPECTED).get("algorithm", "data2vec")
     return None
 
 
@@ -942,7 +963,13 @@ class Data2VecPretrainer:
 
     def _check_checkpoint(self, path: Path) -> None:
         """A checkpoint to resume must be ours, of this model, and hold no pickle that resuming would read."""
-        state = json.loads((path / TRAINER_STATE).read_text())
+        fix = "resume from another checkpoint-N of the run, or start a new --output_dir"
+        state = _read_json(path / TRAINER_STATE, "the checkpoint's", f"the {TRAINER_STATE} data2vec-pretrain writes "
+                                                                        f"(a damaged copy?); {fix}")
+        lacking = [k for k in ("global_step", "micro_batches", "modality") if k not in state]
+        if lacking:
+            raise ValueError(f"checkpoint {path}: {TRAINER_STATE} lacks {', '.join(lacking)} (not written by "
+                             f"data2vec-pretrain, or edited): {fix}")
         algorithm = state.get("algorithm", "data2vec")
         if (state.get("modality") != self.config.modality or algorithm != self.config.algorithm
                 or state.get("num_parameters") != self.model.num_parameters()):
@@ -1011,9 +1038,13 @@ class Data2VecPretrainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             for name in old:
-                shutil.rmtree(Path(self.args.output_dir) / name)
-            logger.warning("--overwrite_output_dir: deleted %d checkpoint(s) of an earlier run in %s", len(old),
-                           self.args.output_dir)
+                path = Path(self.args.output_dir) / name
+                path.unlink() if path.is_symlink() else shutil.rmtree(path)  # a link: not what it points to
+            logs = Path(self.args.output_dir) / "logs"  # the earlier run's tracker files would mix into this run's
+            if logs.is_dir() and not logs.is_symlink():
+                shutil.rmtree(logs)
+            logger.warning("--overwrite_output_dir: deleted %d checkpoint(s) and the logs of an earlier run in %s",
+                           len(old), self.args.output_dir)
         self.accelerator.wait_for_everyone()
 
     @property
@@ -1177,13 +1208,25 @@ class Data2VecPretrainer:
                 self._load_shards(path / FSDP_SHARDS.format(acc.process_index))
             else:
                 acc.load_state(str(path))
-                self.unwrapped.teacher.load(path / TEACHER_WEIGHTS)
+                try:
+                    self.unwrapped.teacher.load(path / TEACHER_WEIGHTS)
+                except (KeyError, RuntimeError, ValueError) as error:  # another model's teacher: names or shapes
+                    raise ValueError(f"checkpoint {path}: {TEACHER_WEIGHTS} is not this model's teacher "
+                                     f"({type(error).__name__}: {str(error)[:300]}). Resume from another checkpoint-N "
+                                     "of the run, or start a new --output_dir") from error
             if rng.is_file():
                 load_rng_state(rng, acc.device)
         except (pickle.UnpicklingError, SafetensorError) as error:  # weights_only refused a file that names code
             raise ValueError(
                 f"checkpoint {path} holds a file that data2vec-pretrain did not write (refused: {error}). Resume from "
                 f"another checkpoint-N of the run, or start a new --output_dir"
+            ) from error
+        except (EOFError, RuntimeError, OSError) as error:  # a truncated optimizer.bin / model file
+            files = ", ".join(sorted(f.name for f in path.iterdir() if f.is_file()))
+            raise ValueError(
+                f"checkpoint {path} could not be read ({type(error).__name__}: {str(error)[:300]}): one of its files "
+                f"({files}) is truncated or damaged, e.g. by a copy cut short. Resume from another checkpoint-N of "
+                f"the run, or start a new --output_dir"
             ) from error
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if self.streaming:

@@ -3,6 +3,7 @@ accelerator), let a NaN / inf gradient reach the student, the optimizer or the t
 nothing a collapse, or unpickle a file of a checkpoint it resumes from. And `python -m
 modeling_data2vec_unified.trainer` (what `accelerate launch -m` runs) starts without runpy's double-import warning."""
 
+import json
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from modeling_data2vec_unified.trainer import NonFiniteLossError
+from modeling_data2vec_unified.trainer import NonFiniteLossError, PretrainingArguments
 
 from conftest import tiny_config
 from test_trainer import NaNAtCall, make_trainer, weights
@@ -313,6 +314,55 @@ def test_resuming_never_unpickles_a_planted_file(tmp_path, checkpoint, planted, 
         assert "new --output_dir" in str(error)
     else:  # never read: the run resumed and finished
         assert error is None, repr(error)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _other_teacher(path: Path) -> None:
+    other = make_trainer(path.parent.parent / "other", "text", max_steps=1)
+    other.unwrapped.teacher.save(path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: (c / "trainer_state.json").write_text("{not json"), r"trainer_state.json is not JSON"),
+    (lambda c: (c / "trainer_state.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((c / "trainer_state.json").read_text()).items() if k != "global_step"})),
+     r"trainer_state.json lacks global_step"),
+    (lambda c: _truncate(c / "optimizer.bin"), r"could not be read .*truncated or damaged"),
+    (lambda c: _other_teacher(c / "teacher.safetensors"), r"teacher.safetensors is not this model's teacher"),
+])
+def test_a_damaged_checkpoint_is_refused_naming_the_file_and_the_fix(tmp_path, checkpoint, damage, message):
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint, run / "checkpoint-2")
+    damage(run / "checkpoint-2")
+    with pytest.raises(ValueError, match=message) as refused:
+        make_trainer(run, "vision", max_steps=3, save_steps=2, resume_from_checkpoint="latest").train()
+    assert "new --output_dir" in str(refused.value)
+
+
+def test_an_output_dir_that_is_a_file_or_a_config_that_is_not_json_is_refused_at_once(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="--output_dir .*afile is a file, not a folder"):
+        PretrainingArguments(output_dir=str(tmp_path / "afile")).resolve()
+    (tmp_path / "config.json").write_text("{oops")
+    with pytest.raises(ValueError, match=r"--config .*config.json is not JSON .*save_pretrained"):
+        PretrainingArguments(output_dir=str(tmp_path / "out"), config=str(tmp_path / "config.json")).resolve()
+
+
+def test_overwrite_output_dir_removes_the_old_logs_and_a_linked_checkpoint_without_following_it(tmp_path):
+    make_trainer(tmp_path / "run", "vision", max_steps=2, save_steps=1, report_to="tensorboard").train()
+    old_logs = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    elsewhere = tmp_path / "kept"
+    shutil.copytree(tmp_path / "run" / "checkpoint-1", elsewhere)
+    (tmp_path / "run" / "checkpoint-7").symlink_to(elsewhere, target_is_directory=True)
+    make_trainer(tmp_path / "run", "vision", max_steps=1, save_steps=1, report_to="tensorboard",
+                 overwrite_output_dir=True).train()
+    assert old_logs and not any(p.exists() for p in old_logs)
+    assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))  # only the new run's
+    assert elsewhere.is_dir() and (elsewhere / "trainer_state.json").is_file()  # the link's target is untouched
+    assert not (tmp_path / "run" / "checkpoint-7").exists()
 
 
 # ---- python -m modeling_data2vec_unified.trainer -----------------------------------------------------------------
