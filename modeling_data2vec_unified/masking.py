@@ -276,6 +276,48 @@ def data2vec2_masks(config: Data2VecConfig, num_rows: int, num_tokens: int, rng:
 
 # ---- the collator ------------------------------------------------------------------------------------------
 
+
+def _check_examples(examples) -> None:
+    """The collator takes a list of example dicts: one dict (a single example, or a batch already collated) is
+    refused naming the fix."""
+    if isinstance(examples, Mapping):
+        raise ValueError("the collator takes a list of examples (dicts), not one dict: wrap a single example in a list "
+                         "([example]); a batch that is already collated goes to the model directly")
+
+
+def _checked_values(modality: str, values):
+    """One example's input, refused when it cannot be what the model takes: text that is not token ids (a string,
+    fractional ids), audio as integer PCM, images as integer pixels (each named with its fix)."""
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{MODALITY_INPUT[modality]} is a string ({values[:40]!r}): the collator takes "
+                         + ("token ids: tokenize the text first (the run's tokenizer: data.processor)" if modality == "text"
+                            else "decoded arrays: decode the file first (load_pretraining_data does)"))
+    if torch.is_tensor(values):
+        kind = "f" if values.is_floating_point() else ("b" if values.dtype == torch.bool else "i")
+        array = values
+    else:
+        array = np.asarray(values)
+        kind = array.dtype.kind
+    if kind in "USO":
+        raise ValueError(f"{MODALITY_INPUT[modality]} holds {array.dtype} values, not numbers: "
+                         + ("tokenize the text first" if modality == "text" else "decode the inputs first"))
+    if modality == "text" and kind == "f":
+        as_float = torch.as_tensor(array, dtype=torch.float64)
+        if not bool((as_float == as_float.round()).all()):
+            bad = as_float[as_float != as_float.round()][0].item()
+            raise ValueError(f"input_ids must be whole token ids; got {bad:g}: token ids are integers (a tokenizer's "
+                             "output), not features")
+    if modality == "audio" and kind in "iu":
+        raise ValueError(f"input_values are integers ({array.dtype}: PCM samples?); the model takes float waveforms: "
+                         "divide int16 PCM by 32768 (to [-1, 1]) and normalise as the feature extractor does "
+                         "(Wav2Vec2FeatureExtractor, do_normalize=True)")
+    if modality == "vision" and kind in "iu" and array.dtype not in (torch.bool, np.bool_):
+        raise ValueError(f"pixel_values are integers ({array.dtype}: 0-255 pixels?); the model takes normalised "
+                         "floats: pass the images through the image processor (rescale to [0, 1], then normalise), "
+                         "as load_pretraining_data does")
+    return values
+
+
 MODALITY_INPUT = {"text": "input_ids", "vision": "pixel_values", "audio": "input_values"}
 MASK_INPUT = {"text": "bool_masked_pos", "vision": "bool_masked_pos", "audio": "mask_time_indices"}
 
@@ -381,6 +423,7 @@ class DataCollatorForData2VecPretraining:
         self.rng.bit_generator.state = state["rng"]
 
     def __call__(self, examples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        _check_examples(examples)
         if len(examples) == 0:
             raise ValueError("the batch is empty: the dataset or sampler produced no examples")
         key = MODALITY_INPUT[self.modality]
@@ -401,7 +444,8 @@ class DataCollatorForData2VecPretraining:
 
     def collate_inputs(self, examples: Sequence[Mapping], rng: np.random.Generator | None = None) -> dict:
         """The padded (or, audio, cropped) batch without masks: what a frozen encoder takes, e.g. for a probe."""
-        inputs = [example[MODALITY_INPUT[self.modality]] for example in examples]
+        _check_examples(examples)
+        inputs = [_checked_values(self.modality, example[MODALITY_INPUT[self.modality]]) for example in examples]
         rng = self.rng if rng is None else rng
         if self.modality == "audio":
             return self._collate_audio(inputs, rng)

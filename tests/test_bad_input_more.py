@@ -1,6 +1,7 @@
 """Bad pretraining batches and bad checkpoint paths get a clear error that names the fix: the collator,
 `check_batch` / `Data2VecForPreTraining`, and `from_pretrained`."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,3 +148,28 @@ def test_unreadable_weights_name_the_file(how, tmp_path):
             d2v.Data2VecTextModel.from_pretrained(tmp_path / folder)
         with pytest.raises(OSError, match=message):
             read_state_dict(tmp_path / folder)
+
+
+@pytest.mark.parametrize("modality, example, message", [
+    ("text", {"input_ids": [0, 5.7, 9, 2]}, "input_ids must be whole token ids; got 5.7"),
+    ("text", {"input_ids": "the cat sat"}, "input_ids is a string .*tokenize the text first"),
+    ("audio", {"input_values": (np.sin(np.arange(8000) / 5) * 32000).astype(np.int16)},
+     r"input_values are integers \(int16: PCM samples\?\).*divide int16 PCM by 32768"),
+    ("vision", {"pixel_values": np.full((3, 32, 32), 200, dtype=np.uint8)},
+     r"pixel_values are integers \(uint8: 0-255 pixels\?\).*image processor"),
+])
+def test_the_collator_refuses_inputs_that_would_train_silently_wrong(modality, example, message):
+    from modeling_data2vec_unified import DataCollatorForData2VecPretraining
+
+    collator = DataCollatorForData2VecPretraining(tiny_config(modality))
+    with pytest.raises(ValueError, match=message):
+        collator([example, example])
+    with pytest.raises(ValueError, match="takes a list of examples .*not one dict"):
+        collator(example)
+
+
+def test_whole_float_token_ids_and_float_audio_still_collate():
+    from modeling_data2vec_unified import DataCollatorForData2VecPretraining
+
+    batch = DataCollatorForData2VecPretraining(tiny_config("text"))([{"input_ids": [0.0, 5.0, 9.0, 2.0]}] * 2)
+    assert batch["input_ids"][0, :4].tolist() == [0, 5, 9, 2]
