@@ -17,7 +17,6 @@ from transformers import (
 
 from .configuration_data2vec import MODALITIES, MODALITY_DEFAULTS, Data2VecConfig
 from .conversion import config_from_transformers, convert_state_dict
-from .conversion_cli import convert_checkpoint
 from .ema import EMATeacher, ema_decay_at
 # the tokenizer class of a fairseq dictionary lacking some GPT-2 tokens, for AutoTokenizer (registered below); the
 # module imports only the standard library and transformers' tokenizer base, `tokenizers` when a tokenizer is built
@@ -65,15 +64,15 @@ from .sharing import model_card
 
 __version__ = "0.1.0"
 
-# imported on first use. The pretraining loop: `python -m modeling_data2vec_unified.trainer` (and `accelerate launch
-# -m ...`) runs that module as __main__, and a copy imported here first would be a second module (runpy warns). The
+# imported on first use. The pretraining loop and the converter: `python -m modeling_data2vec_unified.trainer` (and
+# `accelerate launch -m ...`, `python -m modeling_data2vec_unified.conversion_cli`) runs that module as __main__, and a copy imported here first would be a second module (runpy warns). The
 # data loading, fine-tuning and metrics modules: they import `datasets` / transformers' Trainer / evaluate, which
 # `import modeling_data2vec_unified` (what makes AutoModel know our checkpoints) does not need.
 _LAZY = {
     "Data2VecPretrainer": "trainer", "PretrainingArguments": "trainer",
     "PretrainingData": "data", "ProbeData": "data", "load_pretraining_data": "data",
     "Data2VecTrainer": "finetuning", "ctc_processor": "finetuning", "metrics": None,
-    "tokenizer_from_fairseq": "fairseq_text",
+    "tokenizer_from_fairseq": "fairseq_text", "convert_checkpoint": "conversion_cli",
 }
 
 

@@ -385,6 +385,10 @@ class Data2VecConfig(PreTrainedConfig):
                     "conv_dim, conv_stride and conv_kernel must have one entry per conv layer; got lengths "
                     + ", ".join(f"{n}={v}" for n, v in lengths.items())
                 )
+            for name in ("conv_dim", "conv_stride", "conv_kernel"):
+                values = list(getattr(self, name))
+                if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+                    raise ValueError(f"{name} must be positive whole numbers, one per conv layer; got {values}")
             if self.hidden_size % self.num_conv_pos_embedding_groups != 0:
                 raise ValueError(
                     f"hidden_size ({self.hidden_size}) must be a multiple of num_conv_pos_embedding_groups "

@@ -204,6 +204,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if Path(args.destination).exists() and not Path(args.destination).is_dir():
+            raise ValueError(f"the destination {args.destination} is a file: give a folder (created if missing)")
         if Path(args.source).is_file():
             model = convert_fairseq(args.source, args.destination, args.fairseq_dict, args.gpt2_bpe)
         else:

@@ -61,8 +61,10 @@ def load_checkpoint(path: str | Path) -> dict:
         with torch.serialization.safe_globals(_safe_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" not in str(error):
-            raise ValueError(f"{path} is not a readable PyTorch checkpoint ({str(error).splitlines()[-1]})") from error
+        if "unsupported global" not in str(error).lower():  # torch words it "Unsupported global" or "unsupported
+            raise ValueError(  # GLOBAL ... is blocked" by version
+                f"{path} is not a readable PyTorch checkpoint (truncated, or not written by torch.save: "
+                f"{str(error).splitlines()[0][:200]}): download or copy it again") from error
         allowed = {f"{t.__module__}.{t.__qualname__}" if not isinstance(t, tuple) else t[1] for t in _safe_globals()}
         try:  # the full names, read from the pickle without running it
             names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path) if n not in allowed]
@@ -74,8 +76,10 @@ def load_checkpoint(path: str | Path) -> dict:
             f"arbitrary code from a pickle. If you trust the file, load it with torch.load(..., weights_only=False) "
             f"and pass the resulting dict to convert_fairseq_checkpoint"
         ) from error
-    except (RuntimeError, EOFError) as error:  # truncated / not a torch file
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    except (RuntimeError, EOFError, KeyError, OSError, ValueError) as error:  # truncated / not a torch file (a text
+        raise ValueError(  # file: KeyError on its first byte)
+            f"{path} is not a readable PyTorch checkpoint (truncated, or not written by torch.save: "
+            f"{type(error).__name__}: {str(error)[:200]}): download or copy it again") from error
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     return checkpoint
@@ -329,7 +333,12 @@ def convert_fairseq_checkpoint(checkpoint: str | Path | dict) -> ConvertedCheckp
     kind = checkpoint_kind(checkpoint)
     if kind not in CONVERTERS:
         raise ValueError(f"{KINDS[kind]}: recognised, but this version cannot convert it yet")
-    converted = CONVERTERS[kind](checkpoint)
+    try:
+        converted = CONVERTERS[kind](checkpoint)
+    except KeyError as error:  # a cfg (or state) without a field every released checkpoint of the kind has
+        raise ValueError(f"{KINDS[kind]}: the checkpoint lacks {error} (in its cfg or weights), which every released "
+                         "checkpoint of this kind has: an edited or partial checkpoint? Convert the released file, or "
+                         "restore the field") from error
     logger.info("%s: %d tensors mapped, %d dropped (%s)%s", KINDS[kind], len(converted.state_dict),
                 len(converted.dropped), "; ".join(sorted(set(converted.dropped.values())))[:300],
                 ", with its EMA teacher" if converted.teacher is not None else "")

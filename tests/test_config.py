@@ -59,6 +59,8 @@ def test_overrides_and_round_trip(tmp_path):
     [
         (dict(modality="speech"), "modality must be one of"),
         (dict(modality="audio", conv_dim=[8, 8]), "one entry per conv layer"),
+        (dict(modality="audio", conv_stride=[5, 0, 2, 2, 2, 2, 2]), r"conv_stride must be positive whole numbers"),
+        (dict(modality="audio", conv_kernel=[10, 3, 3, 3, 3, 2, 2.5]), r"conv_kernel must be positive whole numbers"),
         (dict(modality="text", layer_norm_position="middle"), "layer_norm_position must be one of"),
         (dict(modality="vision", target_layer_norm="group"), "target_layer_norm must be one of"),
         (dict(modality="vision", hidden_size=30, num_attention_heads=4), "multiple of num_attention_heads"),

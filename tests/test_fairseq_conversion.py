@@ -2,6 +2,8 @@
 layout and cfg (tests/fairseq_reference.py) are converted and compared with an independent reference forward written
 from the fairseq module definitions, in fp32 eval mode, with padding where the modality has it."""
 
+import re
+
 import pytest
 import torch
 from fairseq_reference import example_inputs, fake_checkpoint, reference_forward
@@ -334,3 +336,28 @@ def test_the_layer_norm_eps_is_the_checkpoints(kind):
     assert eps in (1e-5, 1e-6) and convert_fairseq_checkpoint(checkpoint).config.layer_norm_eps == eps
     checkpoint["cfg"]["model"]["norm_eps"] = 1e-3
     assert convert_fairseq_checkpoint(checkpoint).config.layer_norm_eps == 1e-3
+
+
+def test_the_converter_names_what_is_wrong_with_a_bad_file_or_destination(tmp_path, capsys):
+    """A truncated checkpoint, a text file named .pt, a cfg missing a field every released checkpoint has, and a
+    destination that is a file: each a one-line error naming the file and the fix (no traceback)."""
+    from modeling_data2vec_unified.conversion_cli import main
+
+    good = saved(tmp_path, fake_checkpoint("d2v2_vision"))
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "text.pt").write_text("hello, not a checkpoint\n")
+    edited = fake_checkpoint("d2v2_vision")
+    del edited["cfg"]["model"]["modalities"]
+    saved(tmp_path, edited, "edited.pt")
+    (tmp_path / "afile").write_text("x")
+    cases = [("truncated.pt", "out", r"truncated.pt is not a readable PyTorch checkpoint \(truncated"),
+             ("text.pt", "out", r"text.pt is not a readable PyTorch checkpoint \(truncated, or not written by "
+                                r"torch.save"),
+             ("edited.pt", "out", r"the checkpoint lacks 'modalities' .*restore the field"),
+             ("checkpoint.pt", "afile", r"the destination .*afile is a file: give a folder")]
+    for source, destination, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(tmp_path / source), str(tmp_path / destination)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and re.search(message, err), (source, err)
+        assert "Traceback" not in err
