@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import pickle
 import random
@@ -927,9 +928,16 @@ class Data2VecPretrainer:
         """--fsdp: `fully_shard` the student and the EMA teacher alike on one mesh over all processes: each
         transformer layer (every `GradientCheckpointingLayer`) is its own unit, then the root. Parameters become
         DTensors sharded on dim 0, so the teacher's local shards line up with the student's (the EMA is local)."""
+        import warnings
+
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
         from transformers.modeling_layers import GradientCheckpointingLayer
+
+        # known harmless (docs/training.md, FSDP): the layer's second output, its FFN output, is a view that only the
+        # teacher's targets read, under no_grad, and nothing modifies in place
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(Data2VecLayer\) returned a view tensor",
+                                category=UserWarning)
 
         acc = self.accelerator
         mesh = init_device_mesh(acc.device.type, (acc.num_processes,))
@@ -1602,6 +1610,12 @@ class Data2VecPretrainer:
             + (f"  --init_from {results['starting_checkpoint']:.1%}" if "starting_checkpoint" in results else "")
             + f"  -> {Path(args.output_dir, 'probe.json')}"
         )
+        if len(probe.test) < 100:  # a small held-out set: say how far apart two runs can be by chance
+            margin = 1.96 * math.sqrt(max(results["pretrained"] * (1 - results["pretrained"]), 0.25 / len(probe.test))
+                                      / len(probe.test))
+            print(f"  note: {len(probe.test)} held-out examples: one example is {1 / len(probe.test):.1%}, and the "
+                  f"accuracies are uncertain by about +-{margin:.0%} (95%); differences smaller than that are noise. "
+                  "More labelled examples give a sharper probe.")
         return {f"probe_{k}": v for k, v in results.items() if isinstance(v, float)}
 
     def _initial_encoder(self):

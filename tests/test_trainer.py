@@ -3,6 +3,7 @@ the Hub upload. Tiny configs and in-memory data; the CLI on built-in data is in 
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -195,10 +196,13 @@ def record_outputs(trainer) -> list[dict]:
     return record
 
 
-def test_result_loads_with_auto_classes_and_logs(tmp_path):
+def test_result_loads_with_auto_classes_and_logs(tmp_path, capsys):
     t = make_trainer(tmp_path, "audio", max_steps=3, report_to="tensorboard", probe=True)
     record = record_outputs(t)
     metrics = t.train()
+    # 8 held-out examples: the probe says how uncertain it is (a binomial 95% interval of about +-30 points or more)
+    assert re.search(r"note: 8 held-out examples: one example is 12.5%.*uncertain by about \+-([3-9]\d)%",
+                     capsys.readouterr().out)
     assert AutoModel.from_pretrained(tmp_path).__class__ is d2v.Data2VecAudioModel
     pretraining = AutoModelForPreTraining.from_pretrained(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")
