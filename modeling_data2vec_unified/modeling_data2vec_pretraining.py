@@ -39,6 +39,22 @@ def _checkpoint_file(name_or_path, filename: str, kwargs: dict) -> str | None:
                        _raise_exceptions_for_connection_errors=False, **_hub_kwargs(kwargs))
 
 
+def _check_teacher_file(path: str) -> None:
+    """A teacher file that cannot be read (truncated, damaged, not safetensors) or was not written by
+    `EMATeacher.save`: a ValueError naming it and the fix."""
+    from safetensors import SafetensorError, safe_open
+
+    fix = (f"remove it (the teacher then starts as a copy of the student), or copy the checkpoint's {TEACHER_WEIGHTS} "
+           "again")
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} cannot be read ({error}): truncated or damaged; {fix}") from error
+    if "num_updates" not in metadata:
+        raise ValueError(f"{path} is not a teacher saved by EMATeacher.save (no num_updates): {fix}")
+
+
 def normalize_targets(x: torch.Tensor, kind: str, real: torch.Tensor | None = None) -> torch.Tensor:
     """Parameter-free normalisation of (B, T, D) fp32 teacher outputs.
 
@@ -273,7 +289,13 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
             teacher = EMATeacher(source, c.ema_decay, c.ema_end_decay, c.ema_anneal_end_step,
                                  exclude=self._ema_exclude(), copied=self.teacher_copied_modules)
             if self.__dict__.get("_teacher_file"):  # a checkpoint's own teacher (a converted fairseq `_ema`): its
-                teacher.load(self.__dict__["_teacher_file"])  # weights; the schedule is this config's, from update 0
+                try:  # weights; the schedule is this config's, from update 0
+                    teacher.load(self.__dict__["_teacher_file"])
+                except (KeyError, RuntimeError, ValueError) as error:
+                    raise ValueError(
+                        f"{self.__dict__['_teacher_file']} is not this model's teacher ({type(error).__name__}: "
+                        f"{str(error)[:300]}): remove it (the teacher then starts as a copy of the student) or put "
+                        f"the model's own {TEACHER_WEIGHTS} beside it") from error
                 teacher.num_updates = 0
             self.__dict__["_teacher"] = teacher
         elif next(teacher.parameters()).device != device:
@@ -302,7 +324,10 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         (a continued run's EMA schedule), instead of from a copy of the student."""
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
-        model.__dict__["_teacher_file"] = _checkpoint_file(pretrained_model_name_or_path, TEACHER_WEIGHTS, kwargs)
+        teacher_file = _checkpoint_file(pretrained_model_name_or_path, TEACHER_WEIGHTS, kwargs)
+        if teacher_file:  # read at first use; a damaged file is named now, not at the first forward
+            _check_teacher_file(teacher_file)
+        model.__dict__["_teacher_file"] = teacher_file
         return loaded
 
     @property

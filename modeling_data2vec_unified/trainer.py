@@ -410,6 +410,23 @@ def _fit_tokenizer_length(processor, config) -> None:
 CONFIG_EXPECTED = "a config.json written by save_pretrained (or Data2VecConfig.to_json_file)"
 
 
+def _damaged_safetensors(folder: Path) -> list[str]:
+    """The .safetensors files of `folder` that cannot be opened and are not another format put in their place (a
+    pickle or a torch zip, which `load_checkpoint` reports as files the trainer did not write): truncated or damaged."""
+    from safetensors import safe_open
+
+    damaged = []
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception:  # noqa: BLE001 - any failure to open is a damaged or foreign file
+            head = file.read_bytes()[:2]
+            if head[:1] != b"\x80" and head != b"PK":  # not a pickle, not a torch zip
+                damaged.append(file.name)
+    return damaged
+
+
 def _read_json(path, what: str, expected: str) -> dict:
     """A JSON object from `path`, or a ValueError naming the file, what it was given as and what it should be."""
     try:
@@ -1225,6 +1242,12 @@ class Data2VecPretrainer:
             if rng.is_file():
                 load_rng_state(rng, acc.device)
         except (pickle.UnpicklingError, SafetensorError) as error:  # weights_only refused a file that names code
+            damaged = _damaged_safetensors(path)
+            if damaged:
+                raise ValueError(
+                    f"checkpoint {path}: {', '.join(damaged)} cannot be read (truncated or damaged, e.g. by a copy cut "
+                    f"short: {error}). Resume from another checkpoint-N of the run, or start a new --output_dir"
+                ) from error
             raise ValueError(
                 f"checkpoint {path} holds a file that data2vec-pretrain did not write (refused: {error}). Resume from "
                 f"another checkpoint-N of the run, or start a new --output_dir"

@@ -486,3 +486,20 @@ def test_a_checkpoints_own_teacher_is_loaded_and_takes_the_continued_runs_ema_sc
     fresh = AutoModelForPreTraining.from_pretrained(plain)
     assert all(torch.equal(p, dict(fresh._ema_source().named_parameters())[k])
                for k, p in fresh.teacher.model.named_parameters())
+
+
+def test_a_damaged_or_foreign_teacher_file_is_named_when_loading(tmp_path):
+    """A truncated teacher.safetensors beside a model is refused by from_pretrained (not at the first forward), and
+    another model's teacher at first use, each naming the file and the fix."""
+    torch.manual_seed(0)
+    model = d2v.Data2VecForPreTraining(tiny_config("audio"))
+    model.save_pretrained(tmp_path / "run")
+    model.teacher.save(tmp_path / "run" / "teacher.safetensors")
+    data = (tmp_path / "run" / "teacher.safetensors").read_bytes()
+    (tmp_path / "run" / "teacher.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"teacher.safetensors cannot be read .*truncated or damaged; remove it"):
+        AutoModelForPreTraining.from_pretrained(tmp_path / "run")
+    d2v.Data2VecForPreTraining(tiny_config("text")).teacher.save(tmp_path / "run" / "teacher.safetensors")
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"teacher.safetensors is not this model's teacher"):
+        loaded.teacher

@@ -332,6 +332,8 @@ def _other_teacher(path: Path) -> None:
      r"trainer_state.json lacks global_step"),
     (lambda c: _truncate(c / "optimizer.bin"), r"could not be read .*truncated or damaged"),
     (lambda c: _other_teacher(c / "teacher.safetensors"), r"teacher.safetensors is not this model's teacher"),
+    (lambda c: _truncate(c / "model.safetensors"), r"model.safetensors cannot be read \(truncated or damaged"),
+    (lambda c: _truncate(c / "teacher.safetensors"), r"teacher.safetensors cannot be read \(truncated or damaged"),
 ])
 def test_a_damaged_checkpoint_is_refused_naming_the_file_and_the_fix(tmp_path, checkpoint, damage, message):
     run = tmp_path / "run"
