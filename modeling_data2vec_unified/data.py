@@ -218,10 +218,10 @@ class BadExamples:
     """What happens to examples whose file cannot be decoded: stop at the first, naming it (`skip=None`, the default),
     or skip them, counted and logged, stopping once more than the fraction `skip` of the examples are bad."""
 
-    def __init__(self, skip: float | None = None, total: int = 0):
+    def __init__(self, skip: float | None = None, total: int = 0, quiet: bool = False):
         if skip is not None and not 0.0 <= skip < 1.0:
             raise ValueError(f"--skip_bad_examples is the largest fraction of bad examples to skip, in [0, 1); got {skip}")
-        self.skip, self.total, self.skipped = skip, total, {}
+        self.skip, self.total, self.skipped, self.quiet = skip, total, {}, quiet  # quiet: a look ahead, not the run
 
     def handle(self, where: str, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"
@@ -233,7 +233,8 @@ class BadExamples:
         if where in self.skipped:  # decoded per batch: met again every epoch, counted once
             return
         self.skipped[where] = reason
-        logger.warning("skipped %s (%s): %d bad example(s) so far", where, reason, len(self.skipped))
+        if not self.quiet:
+            logger.warning("skipped %s (%s): %d bad example(s) so far", where, reason, len(self.skipped))
         if len(self.skipped) > self.skip * max(self.total, 1):
             raise BadExampleError(
                 f"{len(self.skipped)} of {self.total} examples cannot be decoded, more than --skip_bad_examples "
@@ -686,7 +687,7 @@ def _prepare_images(config, rows, column, label_column, processor, seed, source,
     bad.total = len(rows)
     if processor is None:  # normalise with the data's own statistics, from its first images
         first = _Images(rows.select(range(min(256, len(rows)))), column, _image_processor(config), mode,
-                        BadExamples(0.999999, min(256, len(rows))))  # the bad ones are handled below
+                        BadExamples(0.999999, min(256, len(rows)), quiet=True))  # the bad ones: handled below
         stats = torch.stack([e["pixel_values"] for e in _all_examples(first)])
         good = sorted(set(range(len(first))) - set(first.bad_indices))
         _log_image_size(config, _to_pil(rows[good[0]][column]).size, source)

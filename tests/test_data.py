@@ -580,7 +580,7 @@ def test_no_probe_prepares_no_probe_examples(image_folder, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("in_memory", [True, False])
-def test_a_corrupt_image_is_named_and_skipped_on_request(image_folder, tmp_path, monkeypatch, in_memory):
+def test_a_corrupt_image_is_named_and_skipped_on_request(image_folder, tmp_path, monkeypatch, caplog, in_memory):
     """Issue 13, item 5: a truncated image stops the load naming its file and the flag; --skip_bad_examples skips it
     (logged, counted) up to the fraction given. Per-batch decoding (data over MAX_IN_MEMORY_BYTES) does the same."""
     import modeling_data2vec_unified.data as data_module
@@ -595,6 +595,7 @@ def test_a_corrupt_image_is_named_and_skipped_on_request(image_folder, tmp_path,
     if in_memory:
         with pytest.raises(BadExampleError, match=r"cat/3\.png cannot be decoded .*--skip_bad_examples"):
             load_pretraining_data(config, str(image_folder), cache_dir=cache)
+        assert "skipped" not in caplog.text  # without the flag nothing says "skipped" before the error
         with pytest.raises(BadExampleError, match="1 of 12 examples cannot be decoded, more than --skip_bad_examples"):
             load_pretraining_data(config, str(image_folder), cache_dir=cache, skip_bad_examples=0.05)
     data = load_pretraining_data(config, str(image_folder), cache_dir=cache, skip_bad_examples=0.2)
