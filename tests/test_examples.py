@@ -2,6 +2,7 @@
 few steps on its built-in data, ending with the trained model in use."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,16 @@ def test_pretraining_example_runs(tmp_path, capsys, modality, expect):
                   "--per_device_train_batch_size", "8", "--report_to", "none", "--disable_tqdm", "--no_probe",
                   "--config_overrides", small])
     assert expect in capsys.readouterr().out
+    # the 3 steps trained the saved weights (not the run's initial ones) and were logged where curves.png reads them
+    import torch
+    from transformers import AutoModel, set_seed
+
+    import modeling_data2vec_unified as d2v
+
+    trained = AutoModel.from_pretrained(tmp_path)
+    set_seed(0)  # the run's seed: its initial weights
+    initial = d2v.Data2VecForPreTraining(trained.config).data2vec
+    moved = [k for k, v in initial.state_dict().items() if not torch.allclose(v, trained.state_dict()[k], atol=1e-5)]
+    assert len(moved) > len(initial.state_dict()) // 2, moved
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert curves["step"][-1] == 3 and all(0 < x < 1e3 for x in curves["loss"])
