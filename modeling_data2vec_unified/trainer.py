@@ -876,7 +876,8 @@ class Data2VecPretrainer:
             f"{start}",
             f"  train:  {args.max_steps} steps x {batch} examples ({args.per_device_train_batch_size} per device x "
             f"{args.gradient_accumulation_steps} accumulation x {acc.num_processes} processes), lr "
-            f"{args.learning_rate:g}, precision {args.mixed_precision} ({self._precision_from}), {acc.device}"
+            f"{args.learning_rate:g} ({args.lr_scheduler_type}, {args.warmup_steps} warm-up steps), precision "
+            f"{args.mixed_precision} ({self._precision_from}), {acc.device}"
             + (f", FSDP (student, teacher and AdamW sharded over {acc.num_processes} processes)" if self.fsdp else "")
             + (f", torch.compile ({args.torch_compile_backend})" if args.torch_compile else ""),
             f"  output: {Path(args.output_dir).resolve()} (checkpoints every {args.save_steps} steps)",

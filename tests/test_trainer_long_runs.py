@@ -147,7 +147,8 @@ def test_the_console_summarises_the_run_and_says_where_the_results_are(tmp_path,
     summary = ours[0].getMessage()
     assert summary.startswith("data2vec-pretrain: vision, data2vec")
     for line in ("  data:   builtin digits", "  model:  tiny, hidden 64 x 4 layers", "parameters, from random",
-                 "  train:  4 steps x 16 examples", "precision no", f"  output: {tmp_path.resolve()}"):
+                 "  train:  4 steps x 16 examples", "(cosine, 0 warm-up steps)", "precision no (default)",
+                 f"  output: {tmp_path.resolve()}"):
         assert line in summary, summary
     assert sum(r.getMessage().startswith("saved ") for r in ours) == 2  # one line per checkpoint
     assert not [r for r in caplog.records if r.name.startswith("accelerate.checkpointing") and r.levelname == "INFO"]
