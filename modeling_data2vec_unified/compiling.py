@@ -16,6 +16,8 @@ of the clip length.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch._dynamo
 from torch import nn
@@ -46,9 +48,26 @@ def compile_regions(model: nn.Module, backend: str = "inductor", mode: str | Non
     return len(regions)
 
 
+@contextlib.contextmanager
+def eager_regions(*models: torch.nn.Module):
+    """Runs the compiled regions of `models` (e.g. the student and its teacher) eagerly inside the block (a side
+    computation, e.g. the representation health check, whose shapes would otherwise add graphs), then restores them.
+    `nn.Module.compile` keeps the compiled call in `_compiled_call_impl`, which `__call__` prefers; it is set aside
+    here, not rebuilt."""
+    compiled = [(m, m._compiled_call_impl) for model in models for m in model.modules()
+                if getattr(m, "_compiled_call_impl", None)]
+    for module, _ in compiled:
+        module._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for module, call in compiled:
+            module._compiled_call_impl = call
+
+
 def compiled_graphs() -> int:
     """Graphs dynamo has compiled in this process so far (each a compile or a recompile)."""
     return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
 
-__all__ = ["compile_regions", "compiled_graphs"]
+__all__ = ["compile_regions", "compiled_graphs", "eager_regions"]

@@ -1716,7 +1716,11 @@ class Data2VecPretrainer:
     def _health(self) -> dict[str, float]:
         from .monitor import representation_health
 
-        return representation_health(self.unwrapped, self._monitor_examples)
+        from .compiling import eager_regions
+
+        # eager: the check's padded eval-mode shapes would add graphs to --torch_compile's regions for no gain
+        with eager_regions(self.unwrapped, self.unwrapped.teacher):
+            return representation_health(self.unwrapped, self._monitor_examples)
 
     def _health_examples(self) -> list[dict] | None:
         """The first --monitor_examples training examples (inputs only), or None where the check is off: no
