@@ -946,16 +946,14 @@ class Data2VecPretrainer:
         """--fsdp: `fully_shard` the student and the EMA teacher alike on one mesh over all processes: each
         transformer layer (every `GradientCheckpointingLayer`) is its own unit, then the root. Parameters become
         DTensors sharded on dim 0, so the teacher's local shards line up with the student's (the EMA is local)."""
-        import warnings
-
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
         from transformers.modeling_layers import GradientCheckpointingLayer
 
-        # known harmless (docs/training.md, FSDP): the layer's second output, its FFN output, is a view that only the
-        # teacher's targets read, under no_grad, and nothing modifies in place
-        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(Data2VecLayer\) returned a view tensor",
-                                category=UserWarning)
+        if self.accelerator.is_main_process:  # said once, before torch's warning on every process
+            print("data2vec-pretrain: --fsdp: torch warns that the sharded Data2VecLayer 'returned a view tensor'. "
+                  "Harmless here: that view is the layer's FFN output, read only by the teacher's targets under "
+                  "no_grad and never changed in place (docs/training.md, FSDP)", file=sys.stderr)
 
         acc = self.accelerator
         mesh = init_device_mesh(acc.device.type, (acc.num_processes,))

