@@ -36,13 +36,11 @@ import logging
 import math
 import os
 import pickle
-import random
-import re
 import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+
 from pathlib import Path
 
 import numpy as np
@@ -54,348 +52,68 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers import HfArgumentParser, get_scheduler
 
-from .configuration_data2vec import MODALITIES, Data2VecConfig
+from .configuration_data2vec import MODALITIES, Data2VecConfig  # noqa: F401  (MODALITIES: re-exported)
 from .masking import MASK_INPUT, MODALITY_INPUT, DataCollatorForData2VecPretraining, SeededBatch
 from .modeling_data2vec_pretraining import TEACHER_WEIGHTS, Data2VecCollapseError, Data2VecForPreTraining, _eval_mode
 from .optimization import parameter_groups
+from .training.arguments import (  # noqa: F401  (re-exported: the trainer's public names stay here)
+    _check_compile,
+    _check_optimizer_values,
+    _check_streaming,
+    _launcher_processes,
+    _RATIO_NOTE,
+    _read_json,
+    _source_algorithm,
+    COMPILE_MODES,
+    CONFIG_EXPECTED,
+    DURATION_UNITS,
+    parse_duration,
+    parse_overrides,
+    precision_source,
+    PRECISIONS,
+    PretrainingArguments,
+    SCHEDULE_FLAGS,
+)
+from .training.checkpointing import (  # noqa: F401
+    _accelerator_rng,
+    _damaged_safetensors,
+    _rng_untouched,
+    CHECKPOINT_PATTERN,
+    find_checkpoint,
+    FOREIGN_PICKLES,
+    FSDP_SHARDS,
+    load_rng_state,
+    RNG_STATE,
+    rng_states,
+    save_rng_state,
+    set_rng_states,
+    STREAM_STATE,
+    TRAINER_STATE,
+    TrainerState,
+)
+from .training.recipes import (  # noqa: F401
+    ALGORITHMS,
+    BUILTIN_VISION,
+    COLLAPSE_REMEDIES,
+    DEFAULT_ALGORITHM,
+    MODEL_SIZES,
+    OPTIMIZER_DEFAULTS,
+    OPTIMIZER_DEFAULTS_V2,
+    TINY_OPTIMIZER,
+    TINY_RECIPES,
+    TINY_RECIPES_V2,
+    TRAINING_DEFAULTS,
+    TRAINING_DEFAULTS_V2,
+)
 
 # named after the package even when this module runs as __main__ (python -m modeling_data2vec_unified.trainer)
 logger = logging.getLogger("modeling_data2vec_unified.trainer")
 
-# encoder sizes; "base" is data2vec's base model of the modality (the config's defaults)
-MODEL_SIZES: dict[str, dict] = {
-    "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
-                 average_top_k_layers=3),
-    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-                  average_top_k_layers=8),
-    "base": {},
-}
-# tiny models learn in a few thousand steps with a fast teacher (EMA 0.99 -> 0.999 over the run: 0.999 -> 0.9999
-# lags far behind) and, for images, uniformly random masks over a small grid, FFN targets instance-normed over
-# patches and learned absolute positions (measured on digits: ../docs/training.md)
-TINY_RECIPES: dict[str, dict] = {
-    "vision": dict(mask_type="random", mask_prob=0.6, target_layer_output="ffn", target_layer_norm="instance",
-                   target_final_norm="none", relative_position_bias="none", use_absolute_position_embeddings=True,
-                   layer_scale_init_value=0.0, drop_path_rate=0.0, attention_probs_dropout_prob=0.0,
-                   loss_reduction="channel_sum", ema_decay=0.99, ema_end_decay=0.999),
-    # text: instance-normed targets (as data2vec 2.0); per-position layer norm collapsed within 200 tiny steps
-    "text": dict(target_layer_norm="instance", ema_decay=0.99, ema_end_decay=0.999),
-    "audio": dict(conv_dim=[128] * 6, conv_stride=[5, 2, 2, 2, 2, 2], conv_kernel=[10, 3, 3, 3, 3, 2],
-                  num_conv_pos_embeddings=2, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=4, layerdrop=0.0,
-                  ema_decay=0.99, ema_end_decay=0.999),
-}
-# data2vec 2.0's tiny recipes (issue 12; measured on the built-in data: docs/benchmarks.md)
-TINY_RECIPES_V2: dict[str, dict] = {
-    "vision": dict(mask_prob=0.5, mask_length=2, mask_prob_adjust=0.07, clone_batch=4, decoder_dim=64,
-                   decoder_layers=3, decoder_groups=4, average_top_k_layers=3, ema_decay=0.99, ema_end_decay=0.999),
-    "text": dict(clone_batch=4, decoder_dim=64, decoder_layers=3, decoder_groups=1, average_top_k_layers=4,
-                 ema_decay=0.99, ema_end_decay=0.999),
-    "audio": dict(conv_dim=[128] * 6, conv_stride=[5, 2, 2, 2, 2, 2], conv_kernel=[10, 3, 3, 3, 3, 2],
-                  num_conv_pos_embeddings=2, conv_pos_kernel_size=19, num_conv_pos_embedding_groups=4, layerdrop=0.0,
-                  clone_batch=4, decoder_dim=64, decoder_layers=3, decoder_groups=4, average_top_k_layers=3,
-                  ema_decay=0.99, ema_end_decay=0.999),
-}
-# what to try first when the representation health check sees a collapse, by modality
-COLLAPSE_REMEDIES = {
-    "audio": "on steady sounds (tones, hums, chirps) the conv front end forgets what instance-normed targets drop: "
-             "--config_overrides teacher_scope=model or feature_grad_mult=0 (docs/pretraining.md, 'Steady sounds')",
-    "text": "target_layer_norm=instance (if changed) and more masking (mask_prob)",
-    "vision": "more masking (mask_prob) or the layer-normed targets of the recipe (target_layer_norm=layer)",
-}
-
-# the built-in digits are 8x8 grey images, upsampled to 16x16 and cut into 4x4 patches
-BUILTIN_VISION = dict(image_size=16, patch_size=4, num_channels=1)
-
-# training defaults that depend on the size: (learning rate, per-device batch, max steps) per modality;
-# base learning rates are data2vec's (text 2e-4, vision 2e-3 at batch 2048, audio 5e-4)
-TRAINING_DEFAULTS: dict[str, dict[str, tuple[float, int, int]]] = {
-    "tiny": {"vision": (3e-3, 128, 1680), "text": (1e-3, 32, 300), "audio": (1e-3, 16, 300)},
-    "small": {"vision": (1.5e-3, 64, 400_000), "text": (5e-4, 32, 400_000), "audio": (5e-4, 8, 400_000)},
-    "base": {"vision": (1.5e-3, 64, 400_000), "text": (2e-4, 16, 1_000_000), "audio": (5e-4, 8, 400_000)},
-}
-
-# the algorithm a fresh run uses when neither --algorithm, --init_from nor --config names one: on the built-in
-# spoken words data2vec 2.0 beats its random init at every seed where 1.0 does not (docs/benchmarks.md, issue 23);
-# text and vision keep 1.0, whose tiny recipes measure as well or better there
-DEFAULT_ALGORITHM: dict[str, str] = {"vision": "data2vec", "text": "data2vec", "audio": "data2vec2"}
-
-# data2vec 2.0 tiny runs: (learning rate, per-device batch, max steps); larger sizes share 1.0's (the base recipes'
-# learning rates are close: vision 1e-3, text 2e-4, audio 7.5e-4)
-TRAINING_DEFAULTS_V2: dict[str, tuple[float, int, int]] = {"vision": (6e-3, 64, 800), "text": (1e-3, 32, 300),
-                                                           "audio": (1e-3, 16, 300)}
-
-# AdamW and clipping of each modality's recipe: text fairseq examples/data2vec/config/text/pretraining/base.yaml
-# (adam_betas (0.9, 0.98), eps 1e-6, wd 0.01, clip_norm 5); audio .../audio/pretraining/base_librispeech.yaml (the
-# same Adam, no clip_norm: none); vision data2vec_vision beit/README.md's ViT-B command with run_cyclical.py's
-# defaults (--opt_betas unset: AdamW's (0.9, 0.999), --opt_eps 1e-8, --weight_decay 0.05, --clip_grad 3.0)
-OPTIMIZER_DEFAULTS: dict[str, dict] = {
-    "text": dict(weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=5.0),
-    "audio": dict(weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=0.0),
-    "vision": dict(weight_decay=0.05, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=3.0),
-}
-# data2vec 2.0: fairseq examples/data2vec/config/v2/base_{images,text,audio}_only_task.yaml (images: betas (0.9,
-# 0.95), wd 0.05, clip_norm 4; text: betas (0.9, 0.98), eps 1e-6, wd 0.01, clip_norm 1; audio: the same Adam, no clip)
-OPTIMIZER_DEFAULTS_V2: dict[str, dict] = {
-    "text": dict(weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=1.0),
-    "audio": dict(weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=0.0),
-    "vision": dict(weight_decay=0.05, adam_beta2=0.95, adam_epsilon=1e-8, max_grad_norm=4.0),
-}
-# the tiny vision recipe was measured with betas (0.9, 0.98) and eps 1e-6 (docs/training.md)
-TINY_OPTIMIZER: dict[str, dict] = {"vision": dict(adam_beta2=0.98, adam_epsilon=1e-6)}
-
-ALGORITHMS = ("data2vec", "data2vec2")
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-# a checkpoint-N folder: accelerate's model.safetensors + optimizer.bin (+ scaler.pt with fp16), and these
-TRAINER_STATE = "trainer_state.json"  # loop position, learning-rate schedule, what the run was
-RNG_STATE = "rng_state_{}.safetensors"  # one per process: Python, NumPy, torch CPU and accelerator RNGs
-# --fsdp checkpoints: one file per process with its shards of the student, the teacher and the AdamW state
-FSDP_SHARDS = "fsdp_shards_{}.safetensors"
-STREAM_STATE = "stream_state_{}.json"  # --streaming: one per process, each DataLoader worker's stream position
-# pickles accelerate's load_state would read that our checkpoints never hold: its registered objects (unpickled with
-# weights_only=False: any code runs) and its RNG states (which we write as safetensors instead)
-FOREIGN_PICKLES = re.compile(r"^(custom_checkpoint_\d+\.pkl|random_states_\d+\.pkl)$")
-# what `Data2VecPretrainer._train_step` sums on the device between two logging steps (read once, at the logging step)
 SUMS = ("loss", "target_var", "pred_var", "masked_fraction", "micro_batches", "masked_micro_batches", "tokens",
         "grad_norm", "finite_steps")
 PER_MICRO_BATCH = SUMS.index("grad_norm")  # the first PER_MICRO_BATCH sums grow per micro-batch, the rest per step
 # the probe run every --probe_steps: at most this many train / held-out examples (the first of the probe's splits)
 PERIODIC_PROBE_EXAMPLES = (500, 300)
-
-
-PRECISIONS = ("no", "bf16", "fp16")
-
-
-def precision_source(args: PretrainingArguments) -> str:
-    """Where the run's precision comes from: the flag, else `accelerate launch`'s setting (its flag or config file,
-    which it passes on as ACCELERATE_MIXED_PRECISION), else the default."""
-    if args.mixed_precision is not None:
-        return "--mixed_precision"
-    return "accelerate launch's config" if os.environ.get("ACCELERATE_MIXED_PRECISION") in PRECISIONS else "default"
-
-
-@dataclass
-class PretrainingArguments:
-    """Every flag of `data2vec-pretrain` (documented in docs/training.md). `None` means: the default for the
-    modality and model size (see `resolve`)."""
-
-    # ---- what to train on --------------------------------------------------------------------------------------
-    modality: str = field(default="vision", metadata={"help": "text | vision | audio", "choices": MODALITIES})
-    algorithm: str | None = field(default=None, metadata={
-        "help": "data2vec (1.0) | data2vec2 (2.0: several masks per sample, the student encodes only the visible "
-                "tokens); default: that of --init_from / --config, else the modality's (DEFAULT_ALGORITHM: "
-                "data2vec2 for audio, data2vec for text and vision)", "choices": ALGORITHMS})
-    dataset: str = field(default="builtin", metadata={"help": "'builtin' (offline), a local folder / file, or a "
-                                                              "datasets Hub id"})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration"})
-    dataset_split: str = field(default="train", metadata={"help": "the split to pretrain on"})
-    column: str | None = field(default=None, metadata={"help": "the column holding the text / image / audio"})
-    label_column: str | None = field(default=None, metadata={"help": "labels for the linear probe at the end"})
-    processor: str | None = field(default=None, metadata={"help": "a transformers tokenizer / image processor / "
-                                                                  "feature extractor (path or Hub id)"})
-    max_examples: int | None = field(default=None, metadata={"help": "use only the first N examples"})
-    max_seq_length: int = field(default=128, metadata={"help": "text: tokens per example, with <s> and </s>"})
-    tokenizer_vocab_size: int = field(default=2048, metadata={"help": "text: vocabulary of a tokenizer trained "
-                                                                      "on the data when no --processor is given"})
-    resample_audio: bool = field(default=True, metadata={"help": "audio at another rate than the model's is "
-                                                                 "resampled (--no_resample_audio: refused)"})
-    audio_crop: str = field(default="shortest", metadata={"help": "audio batches: 'shortest' crops every clip "
-                                                                  "to the shortest (data2vec), 'pad' pads",
-                                                          "choices": ("shortest", "pad")})
-    image_augment: str | None = field(default=None, metadata={"help": "vision: 'affine' (small random rotation, "
-                                                                       "scale, shift) or 'none'; default: affine "
-                                                                       "for the built-in digits, else none"})
-    skip_bad_examples: float | None = field(default=None, metadata={
-        "help": "skip images / clips that cannot be decoded (logged), stopping once more than this fraction of the "
-                "data is bad; default: stop at the first, naming its file"})
-    streaming: bool = field(default=False, metadata={
-        "help": "read --dataset as a datasets IterableDataset (local json / jsonl / csv / parquet / txt / webdataset .tar "
-                "shards or a "
-                "Hub id): shuffled with a buffer, split across processes and workers, prepared per batch; resumes "
-                "exactly (text needs --processor, else a tokenizer is trained on the first "
-                "--streaming_tokenizer_examples texts)"})
-    shuffle_buffer_size: int = field(default=1000, metadata={"help": "--streaming: the shuffle buffer (rows)"})
-    streaming_tokenizer_examples: int = field(default=10_000, metadata={
-        "help": "--streaming text without --processor: the tokenizer is trained on this many first texts"})
-    max_audio_seconds: float | None = field(default=None, metadata={"help": "audio: longer clips are cropped at "
-                                                                            "random (data2vec: 15.6 s)"})
-    min_audio_seconds: float = field(default=1.0, metadata={
-        "help": "audio: shorter clips are dropped (counted in a warning), so that one short clip does not crop its "
-                "whole batch (--audio_crop shortest); fairseq's data2vec recipe: 2 (min_sample_size 32000)"})
-    # ---- the model ---------------------------------------------------------------------------------------------
-    model_size: str = field(default="tiny", metadata={"help": "tiny | small | base", "choices": tuple(MODEL_SIZES)})
-    config: str | None = field(default=None, metadata={"help": "a Data2VecConfig JSON file (replaces --model_size)"})
-    config_overrides: str | None = field(default=None, metadata={"help": "comma-separated config fields, e.g. "
-                                                                         "'mask_prob=0.5,average_top_k_layers=6'"})
-    init_from: str | None = field(default=None, metadata={"help": "continue pretraining from a checkpoint: ours, or "
-                                                                  "transformers' (facebook/data2vec-audio-base)"})
-    # ---- optimisation --------------------------------------------------------------------------------------------
-    output_dir: str | None = field(default=None, metadata={"help": "default: runs/data2vec-<modality>"})
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "start afresh in an output_dir that holds another run's checkpoints (they are deleted first)"})
-    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps"})
-    per_device_train_batch_size: int | None = field(default=None)
-    gradient_accumulation_steps: int = field(default=1)
-    learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of AdamW"})
-    weight_decay: float | None = field(default=None, metadata={"help": "default: the modality's recipe"})
-    adam_beta1: float = field(default=0.9)
-    adam_beta2: float | None = field(default=None, metadata={"help": "default: the modality's recipe"})
-    adam_epsilon: float | None = field(default=None, metadata={"help": "default: the modality's recipe"})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "any transformers.get_scheduler name"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "warm-up steps as a fraction of max_steps"})
-    warmup_steps: int | None = field(default=None, metadata={"help": "overrides --warmup_ratio"})
-    max_grad_norm: float | None = field(default=None, metadata={"help": "gradient clipping (0: none); default: the "
-                                                                        "modality's recipe (vision 3, text 5, "
-                                                                        "audio none)"})
-    mixed_precision: str | None = field(default=None, metadata={
-        "help": "no | bf16 | fp16 (teacher weights, targets and loss stay fp32); default: what `accelerate launch` "
-                "was given (its --mixed_precision or config file), else no", "choices": PRECISIONS})
-    ema_decay: float | None = field(default=None, metadata={"help": "teacher EMA decay at step 0"})
-    ema_end_decay: float | None = field(default=None)
-    ema_anneal_end_step: int | None = field(default=None, metadata={"help": "tiny: max_steps"})
-    seed: int = field(default=0)
-    max_train_time: str | None = field(default=None, metadata={
-        "help": "stop with a checkpoint once this much wall-clock has passed: seconds, or e.g. '90m', '12h', '2d' "
-                "(a job's time limit; resume with --resume_from_checkpoint latest)"})
-    dataloader_num_workers: int = field(default=0)
-    cpu: bool = field(default=False, metadata={"help": "train on the CPU even if an accelerator is present"})
-    fsdp: bool = field(default=False, metadata={
-        "help": "shard the student, its gradients, the AdamW state and the EMA teacher over the processes (PyTorch "
-                "FSDP2 `fully_shard`, per transformer layer); also on when accelerate launches with an FSDP config "
-                "(examples/fsdp.yaml). See docs/training.md"})
-    torch_compile: bool = field(default=False, metadata={
-        "help": "torch.compile the student's and the teacher's transformer layers, the audio conv feature encoder "
-                "and the 2.0 decoder (regional compilation, static shapes); text and audio lengths are brought to a "
-                "few buckets so that recompiles stay bounded. Also on when accelerate launches with a dynamo backend. "
-                "See docs/training.md"})
-    bucket_lengths: bool | None = field(default=None, metadata={
-        "help": "pad text to one of 4 lengths, crop audio to one of 4 lengths per doubling (default: with "
-                "--torch_compile); `--bucket_lengths true` without it gives an eager run the batches of a compiled one"})
-    torch_compile_backend: str = field(default="inductor", metadata={
-        "help": "--torch_compile: the torch.compile backend (inductor; aot_eager compiles fast, for checks)"})
-    torch_compile_mode: str | None = field(default=None, metadata={
-        "help": "--torch_compile: the torch.compile mode (default | reduce-overhead | max-autotune)"})
-    # ---- watching it -----------------------------------------------------------------------------------------
-    logging_steps: int = field(default=50)
-    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | wandb | all | none, or a "
-                                                                    "comma-separated list of accelerate trackers"})
-    collapse_check_after: int | None = field(default=None, metadata={"help": "steps before the collapse check "
-                                                                             "(default: the warm-up, >= 100)"})
-    skip_nonfinite: bool = field(default=False, metadata={"help": "skip steps with a NaN/inf loss or gradient "
-                                                                  "instead of stopping"})
-    disable_tqdm: bool = field(default=False)
-    validation_split_percentage: float | None = field(default=None, metadata={
-        "help": "hold out this percentage of the examples (chosen with --seed) and report the data2vec loss on them "
-                "every --eval_steps (eval_loss), with fixed masks"})
-    validation_split: str | None = field(default=None, metadata={
-        "help": "the dataset's own held-out split (e.g. validation: a Hub dataset's split, or a folder's files / "
-                "subfolders named by split) instead of --validation_split_percentage"})
-    max_eval_examples: int | None = field(default=None, metadata={"help": "evaluate on the first N held-out "
-                                                                          "examples only"})
-    eval_steps: int | None = field(default=None, metadata={"help": "default: --logging_steps"})
-    probe_steps: int | None = field(default=None, metadata={"help": "linear probe on a fixed subset of the probe "
-                                                                    "data every N steps, logged as probe/pretrained "
-                                                                    "(0 or None: off)"})
-    monitor_steps: int | None = field(default=None, metadata={
-        "help": "label-free health of the representations every N steps (pooled spread across examples and "
-                "effective rank of the front end, the student's top layers and the teacher's; warns on a collapse; "
-                "drawn in curves.png); default: a tenth of the run; 0: off"})
-    monitor_examples: int = field(default=64, metadata={"help": "training examples the health check pools"})
-    # ---- checkpoints and the result -------------------------------------------------------------------------------
-    save_steps: int = field(default=500)
-    save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept (None: all)"})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
-    probe: bool = field(default=True, metadata={"help": "linear probe at the end when the data has labels"})
-    push_to_hub: bool = field(default=False)
-    hub_model_id: str | None = field(default=None, metadata={"help": "default: the output folder's name"})
-    hub_private_repo: bool = field(default=False)
-    hub_token: str | None = field(default=None)
-
-    def resolve(self) -> PretrainingArguments:
-        """A copy with every `None` default filled in for the modality and size, checked."""
-        args = dataclasses.replace(self)
-        if args.modality not in MODALITIES:
-            raise ValueError(f"--modality must be one of {MODALITIES}; got {args.modality!r}")
-        if args.algorithm is None:
-            args.algorithm = _source_algorithm(args) or DEFAULT_ALGORITHM[args.modality]
-        if args.algorithm not in ALGORITHMS:
-            raise ValueError(f"--algorithm must be one of {ALGORITHMS}; got {args.algorithm!r}")
-        if args.torch_compile:
-            _check_compile(args)
-        if args.mixed_precision is None:  # an explicit flag wins over accelerate's config, as accelerate's own flags do
-            args.mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
-            if args.mixed_precision not in PRECISIONS:
-                raise ValueError(f"accelerate's mixed precision {args.mixed_precision!r} (ACCELERATE_MIXED_PRECISION, "
-                                 f"from `accelerate launch` or its config) is not one of {PRECISIONS}: fix the config "
-                                 f"or pass --mixed_precision")
-        v2 = args.algorithm == "data2vec2"
-        lr, batch, steps = TRAINING_DEFAULTS[args.model_size][args.modality]
-        if v2 and args.model_size == "tiny":
-            lr, batch, steps = TRAINING_DEFAULTS_V2[args.modality]
-        args.learning_rate = lr if args.learning_rate is None else args.learning_rate
-        if args.per_device_train_batch_size is None:
-            args.per_device_train_batch_size = batch
-        if args.max_steps is None:
-            args.max_steps = steps
-        args.output_dir = args.output_dir or f"runs/data2vec-{args.modality}"
-        if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-            raise ValueError(f"--output_dir {args.output_dir} is a file, not a folder: give a folder (created if "
-                             "missing)")
-        if args.config:
-            _read_json(args.config, "--config", CONFIG_EXPECTED)
-        recipe = {**(OPTIMIZER_DEFAULTS_V2 if v2 else OPTIMIZER_DEFAULTS)[args.modality],
-                  **(TINY_OPTIMIZER.get(args.modality, {}) if args.model_size == "tiny" and not v2 else {})}
-        for name, value in recipe.items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
-        if args.image_augment is None:
-            args.image_augment = "affine" if args.modality == "vision" and args.dataset == "builtin" else "none"
-        _check_optimizer_values(args)
-        if args.warmup_steps is None:
-            args.warmup_steps = int(args.warmup_ratio * args.max_steps)
-        elif args.warmup_steps > args.max_steps:
-            raise ValueError(f"--warmup_steps {args.warmup_steps} is longer than the run (--max_steps "
-                             f"{args.max_steps}): lower it, or use --warmup_ratio (a fraction of --max_steps)")
-        if args.collapse_check_after is None:  # an untrained head predicts near-constants: not a collapse yet
-            args.collapse_check_after = max(args.warmup_steps, 100)
-        for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
-                     "save_steps"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name} must be >= 1; got {getattr(args, name)}")
-        for name in ("dataloader_num_workers", "warmup_steps", "min_audio_seconds"):
-            if getattr(args, name) < 0:
-                raise ValueError(f"--{name} must be >= 0; got {getattr(args, name)}")
-        if args.save_total_limit is not None and args.save_total_limit < 1:
-            raise ValueError(f"--save_total_limit must be >= 1 (or unset: keep all); got {args.save_total_limit}")
-        if args.max_train_time is not None:
-            args.max_train_time = str(parse_duration(args.max_train_time))
-        if args.validation_split_percentage is not None and not 0 <= args.validation_split_percentage < 100:
-            raise ValueError(f"--validation_split_percentage must be in [0, 100); got {args.validation_split_percentage}")
-        if args.validation_split is not None and args.validation_split_percentage:
-            raise ValueError("give --validation_split (the dataset's own held-out split) or "
-                             "--validation_split_percentage (held out of the training split), not both")
-        if args.validation_split is not None and args.dataset == "builtin":
-            raise ValueError("--validation_split: the built-in data has no splits; use --validation_split_percentage")
-        if args.validation_split == args.dataset_split:
-            raise ValueError(f"--validation_split {args.validation_split} is the training split (--dataset_split): "
-                             "name another split, or use --validation_split_percentage")
-        if args.max_eval_examples is not None and args.max_eval_examples < 1:
-            raise ValueError(f"--max_eval_examples must be >= 1 (or unset: all); got {args.max_eval_examples}")
-        if args.eval_steps is None:
-            args.eval_steps = args.logging_steps
-        if args.eval_steps < 1:
-            raise ValueError(f"--eval_steps must be >= 1; got {args.eval_steps}")
-        if args.probe_steps is not None and args.probe_steps < 0:
-            raise ValueError(f"--probe_steps must be >= 1 (or 0: no probes during training); got {args.probe_steps}")
-        args.probe_steps = args.probe_steps or None
-        if args.monitor_steps is None:
-            args.monitor_steps = max(1, args.max_steps // 10)
-        if args.monitor_steps < 0 or args.monitor_examples < 2:
-            raise ValueError(f"--monitor_steps must be >= 1 (or 0: off) and --monitor_examples >= 2; got "
-                             f"{args.monitor_steps}, {args.monitor_examples}")
-        args.monitor_steps = args.monitor_steps or None
-        if args.streaming:
-            _check_streaming(args)
-        return args
 
 
 def _fit_tokenizer_length(processor, config) -> None:
@@ -405,124 +123,6 @@ def _fit_tokenizer_length(processor, config) -> None:
     if config.modality == "text" and hasattr(processor, "model_max_length"):
         capacity = config.max_position_embeddings - (config.pad_token_id or 0) - 1
         processor.model_max_length = min(processor.model_max_length, capacity)
-
-
-CONFIG_EXPECTED = "a config.json written by save_pretrained (or Data2VecConfig.to_json_file)"
-
-
-def _damaged_safetensors(folder: Path) -> list[str]:
-    """The .safetensors files of `folder` that cannot be opened and are not another format put in their place (a
-    pickle or a torch zip, which `load_checkpoint` reports as files the trainer did not write): truncated or damaged."""
-    from safetensors import safe_open
-
-    damaged = []
-    for file in sorted(folder.glob("*.safetensors")):
-        try:
-            with safe_open(str(file), "pt"):
-                pass
-        except Exception:  # noqa: BLE001 - any failure to open is a damaged or foreign file
-            head = file.read_bytes()[:2]
-            if head[:1] != b"\x80" and head != b"PK":  # not a pickle, not a torch zip
-                damaged.append(file.name)
-    return damaged
-
-
-def _read_json(path, what: str, expected: str) -> dict:
-    """A JSON object from `path`, or a ValueError naming the file, what it was given as and what it should be."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{what} {path} does not exist: give {expected}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{what} {path} is not JSON ({type(error).__name__}: {error}): give {expected}") from error
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} {path} holds a JSON {type(value).__name__}, not an object: give {expected}")
-    return value
-
-
-def _launcher_processes() -> int | None:
-    """The process count `accelerate launch` was asked for (its --num_processes, read from the parent process's
-    command line: accelerate does not pass it on when it starts a single process), or None when not known."""
-    if "ACCELERATE_MIXED_PRECISION" not in os.environ or "WORLD_SIZE" in os.environ:
-        return None  # not started by `accelerate launch`'s single-process path
-    try:
-        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return None
-    for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--num_processes=") else (
-            argv[i + 1] if arg in ("--num_processes", "--num-processes") and i + 1 < len(argv) else None)
-        if value is not None and value.isdigit():
-            return int(value)
-    return None
-
-
-def _check_optimizer_values(args: PretrainingArguments) -> None:
-    """Ratios, fractions and optimizer values in their ranges, each refusal naming the flag and what it takes."""
-    checks = (  # flag, allowed, what it takes
-        ("warmup_ratio", 0 <= args.warmup_ratio <= 1, "a fraction of --max_steps in [0, 1], e.g. 0.1"),
-        ("max_grad_norm", args.max_grad_norm >= 0, "the clipping norm, > 0, or 0 for no clipping (a negative bound "
-                                                   "would flip every gradient)"),
-        ("skip_bad_examples", args.skip_bad_examples is None or 0 <= args.skip_bad_examples < 1,
-         "the fraction of bad examples tolerated, in [0, 1), e.g. 0.01"),
-        ("learning_rate", args.learning_rate > 0, "a positive number, e.g. 1e-3"),
-        ("weight_decay", args.weight_decay >= 0, "a number >= 0, e.g. 0.01"),
-        ("adam_beta1", 0 <= args.adam_beta1 < 1, "a number in [0, 1), e.g. 0.9"),
-        ("adam_beta2", 0 <= args.adam_beta2 < 1, "a number in [0, 1), e.g. 0.98"),
-        ("adam_epsilon", args.adam_epsilon > 0, "a positive number, e.g. 1e-6"),
-    )
-    for name, ok, takes in checks:
-        if not ok:
-            raise ValueError(f"--{name} must be {takes}; got {getattr(args, name)}")
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def _check_compile(args: PretrainingArguments) -> None:
-    """--torch_compile's backend and mode, checked before any data is read."""
-    import torch._dynamo
-
-    backends = torch._dynamo.list_backends(exclude_tags=())
-    if args.torch_compile_backend not in backends:
-        raise ValueError(f"--torch_compile_backend {args.torch_compile_backend!r} is not a torch.compile backend here; "
-                         f"use inductor (the default) or one of: {', '.join(backends)}")
-    if args.torch_compile_mode not in (None, *COMPILE_MODES):
-        raise ValueError(f"--torch_compile_mode must be one of {', '.join(COMPILE_MODES)}; got "
-                         f"{args.torch_compile_mode!r}")
-
-
-def _check_streaming(args: PretrainingArguments) -> None:
-    """--streaming refuses what needs the data's length or a labelled held-out set, naming the fix."""
-    if args.dataset == "builtin":
-        raise ValueError("--streaming reads a --dataset (local shards or a Hub id); the built-in data is in memory: "
-                         "drop --streaming or pass --dataset")
-    if args.validation_split_percentage:
-        raise ValueError("--validation_split_percentage needs the data's length, which a stream has not: drop it "
-                         "with --streaming (or drop --streaming)")
-    if args.validation_split is not None:
-        raise ValueError("--validation_split is not read as a stream: drop it with --streaming (or drop --streaming)")
-    if args.max_examples is not None:
-        raise ValueError("--max_examples is not supported with --streaming: stream fewer shards instead")
-    if args.probe_steps:
-        raise ValueError("--probe_steps needs labelled examples held in memory; a stream has no probe: drop it with "
-                         "--streaming")
-    if args.shuffle_buffer_size < 1:
-        raise ValueError(f"--shuffle_buffer_size must be >= 1; got {args.shuffle_buffer_size}")
-
-
-class TrainerState:
-    """The loop's position, saved with every checkpoint (in trainer_state.json)."""
-
-    def __init__(self):
-        self.global_step = 0  # optimizer steps done
-        self.micro_batches = 0  # data position: micro-batches consumed (per process)
-
-    def state_dict(self) -> dict:
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict) -> None:
-        vars(self).update(state)
 
 
 class EpochBatchSampler:
@@ -576,50 +176,6 @@ class _Batched(torch.utils.data.Dataset):
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradients were NaN / inf (the update was skipped; nothing was poisoned)."""
-
-
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# flags that shape the run a checkpoint continues: resuming with other values would not continue it exactly
-SCHEDULE_FLAGS = ("max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "per_device_train_batch_size",
-                  "gradient_accumulation_steps", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed")
-
-
-# the warm-up a resume compares is in steps; a run that never set --warmup_steps got it from --warmup_ratio
-_RATIO_NOTE = "; without --warmup_steps it is --warmup_ratio x --max_steps"
-
-
-def parse_duration(text: str | float) -> float:
-    """'3600', '90s', '90m', '12h', '2d' -> seconds (> 0)."""
-    value = str(text).strip().lower()
-    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([smhd]?)", value)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"--max_train_time must be a positive duration: seconds or e.g. '90m', '12h', '2d'; got {text!r}")
-    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
-
-
-def parse_overrides(text: str | None) -> dict:
-    """'a=1,b=0.5,c=ffn,d=[1,2]' -> {'a': 1, 'b': 0.5, 'c': 'ffn', 'd': [1, 2]} (JSON values where they parse)."""
-    out = {}
-    for item in filter(None, re.split(r",(?![^\[]*\])", text or "")):
-        if "=" not in item:
-            raise ValueError(f"--config_overrides items are name=value; got {item!r}")
-        name, value = (s.strip() for s in item.split("=", 1))
-        try:
-            out[name] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name] = value
-    return out
-
-
-def _source_algorithm(args: PretrainingArguments) -> str | None:
-    """The algorithm of --init_from's checkpoint or of the --config file, if either is given."""
-    if args.init_from:
-        from .conversion import read_config_dict
-
-        return read_config_dict(args.init_from).get("algorithm", "data2vec")
-    if args.config:
-        return _read_json(args.config, "--config", CONFIG_EXPECTED).get("algorithm", "data2vec")
-    return None
 
 
 def build_config(args: PretrainingArguments) -> Data2VecConfig:
@@ -686,24 +242,6 @@ def apply_config_updates(config: Data2VecConfig, updates: dict) -> None:
             raise ValueError(f"{name!r} is not a Data2VecConfig field (see docs/pretraining.md)")
         setattr(config, name, value)
     config.validate_architecture()
-
-
-def find_checkpoint(output_dir: str | os.PathLike, which: str) -> Path | None:
-    """'latest' -> the newest complete checkpoint in `output_dir` (None if there is none); a path -> that folder,
-    checked to be one of our checkpoints."""
-    if which == "latest":
-        found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*")
-                 if (m := CHECKPOINT_PATTERN.match(p.name)) and (p / TRAINER_STATE).is_file()]
-        return max(found)[1] if found else None
-    path = Path(which)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint {which}: no such folder (or pass 'latest')")
-    if not (path / TRAINER_STATE).is_file():
-        raise ValueError(
-            f"--resume_from_checkpoint {which} is not a data2vec-pretrain checkpoint (no {TRAINER_STATE}); pass a "
-            f"checkpoint-N folder from a run's output_dir, or 'latest'"
-        )
-    return path
 
 
 class Data2VecPretrainer:
@@ -1811,68 +1349,6 @@ def _count_tokens(config: Data2VecConfig, batch: dict) -> torch.Tensor:
         return batch["attention_mask"].sum().float()
     mask = batch["bool_masked_pos" if config.modality == "vision" else "mask_time_indices"]
     return torch.full((), float(mask.numel()), device=mask.device)
-
-
-def rng_states(device: torch.device) -> dict:
-    """This process's RNG states: Python's, NumPy's, torch's CPU one and `device`'s (one per device, where it has any)."""
-    accelerator = _accelerator_rng(device)
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "accelerator": accelerator.get_rng_state_all() if accelerator else []}
-
-
-def set_rng_states(states: dict, device: torch.device) -> None:
-    """Sets the states `rng_states` returned."""
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    accelerator = _accelerator_rng(device)
-    if accelerator and states["accelerator"]:
-        accelerator.set_rng_state_all(states["accelerator"])
-
-
-@contextlib.contextmanager
-def _rng_untouched(device: torch.device):
-    """Restores this process's RNG states (`rng_states`) on exit."""
-    states = rng_states(device)
-    try:
-        yield
-    finally:
-        set_rng_states(states, device)
-
-
-def save_rng_state(path: Path, device: torch.device) -> None:
-    """This process's RNG states (`rng_states`) as a safetensors file: the tensors, with the few scalars as metadata."""
-    states = rng_states(device)
-    version, python_state, gauss = states["python"]
-    kind, numpy_keys, position, has_gauss, cached = states["numpy"]
-    tensors = {"python": torch.tensor(python_state, dtype=torch.int64),
-               "numpy": torch.from_numpy(numpy_keys.astype(np.int64)), "torch": states["torch"]}
-    tensors.update({f"{device.type}.{i}": state for i, state in enumerate(states["accelerator"])})
-    save_file(tensors, str(path), metadata={
-        "python": json.dumps([version, gauss]), "numpy": json.dumps([kind, int(position), int(has_gauss), cached]),
-    })
-
-
-def load_rng_state(path: Path, device: torch.device) -> None:
-    """Sets the RNG states that `save_rng_state` wrote."""
-    with safe_open(str(path), "pt") as f:
-        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
-    version, gauss = json.loads(metadata["python"])
-    kind, position, has_gauss, cached = json.loads(metadata["numpy"])
-    accelerator = sorted((k for k in tensors if k.startswith(f"{device.type}.")), key=lambda k: int(k.split(".")[1]))
-    set_rng_states({
-        "python": (version, tuple(tensors["python"].tolist()), gauss),
-        "numpy": (kind, tensors["numpy"].numpy().astype(np.uint32), position, has_gauss, cached),
-        "torch": tensors["torch"], "accelerator": [tensors[k] for k in accelerator],
-    }, device)
-
-
-def _accelerator_rng(device: torch.device):
-    """The torch module holding `device`'s RNG states (torch.cuda, torch.xpu, ...), None on the CPU."""
-    if device.type == "cpu":
-        return None
-    module = torch.get_device_module(device)
-    return module if hasattr(module, "get_rng_state_all") else None
 
 
 def _tracker_config(args: PretrainingArguments) -> dict:
