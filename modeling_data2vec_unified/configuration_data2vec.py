@@ -297,7 +297,7 @@ class Data2VecConfig(PreTrainedConfig):
     mask_length: int | None = None  # text/audio: span length; vision: minimum patches per block
     mask_min_aspect: float | None = None  # vision: block aspect ratio drawn log-uniformly in [min, 1/min]
     # text / audio: "span"; vision: "block" (BEiT) or "random" (a uniform draw of patches, better on tiny grids)
-    mask_type: Literal["span", "block", "random"] | None = None
+    mask_type: Literal["span", "block", "random", "inverse_block"] | None = None  # per algorithm and modality: MASK_TYPES
     mask_random_token_prob: float | None = None  # text: of the selected tokens, replaced by a random token
     mask_leave_unmasked_prob: float | None = None  # text: of the selected tokens, left unchanged
     min_target_var: float = 0.1  # collapse check thresholds (fairseq data2vec's defaults)
