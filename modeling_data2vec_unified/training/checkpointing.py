@@ -30,13 +30,11 @@ FOREIGN_PICKLES = re.compile(r"^(custom_checkpoint_\d+\.pkl|random_states_\d+\.p
 def _damaged_safetensors(folder: Path) -> list[str]:
     """The .safetensors files of `folder` that cannot be opened and are not another format put in their place (a
     pickle or a torch zip, which `load_checkpoint` reports as files the trainer did not write): truncated or damaged."""
-    from safetensors import safe_open
-
     damaged = []
     for file in sorted(folder.glob("*.safetensors")):
         try:
-            with safe_open(str(file), "pt"):
-                pass
+            with safe_open(str(file), "pt") as opened:  # reading the header is the check
+                opened.keys()
         except Exception:  # noqa: BLE001 - any failure to open is a damaged or foreign file
             head = file.read_bytes()[:2]
             if head[:1] != b"\x80" and head != b"PK":  # not a pickle, not a torch zip
