@@ -311,7 +311,7 @@ def _checked_values(modality: str, values):
         raise ValueError(f"input_values are integers ({array.dtype}: PCM samples?); the model takes float waveforms: "
                          "divide int16 PCM by 32768 (to [-1, 1]) and normalise as the feature extractor does "
                          "(Wav2Vec2FeatureExtractor, do_normalize=True)")
-    if modality == "vision" and kind in "iu" and array.dtype not in (torch.bool, np.bool_):
+    if modality == "vision" and kind in "iu":
         raise ValueError(f"pixel_values are integers ({array.dtype}: 0-255 pixels?); the model takes normalised "
                          "floats: pass the images through the image processor (rescale to [0, 1], then normalise), "
                          "as load_pretraining_data does")
