@@ -29,7 +29,7 @@ setup(
     extras_require={"dev": ["pytest>=8"]},
     entry_points={"console_scripts": [
         "data2vec-convert=modeling_data2vec_unified.conversion_cli:main",
-        "data2vec-pretrain=modeling_data2vec_unified.trainer:main",
+        "data2vec-pretrain=modeling_data2vec_unified.training.trainer:main",
     ]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import time_to_quality as ttq  # noqa: E402
 
 from modeling_data2vec_unified import trainer  # noqa: E402
+from modeling_data2vec_unified.training import evaluation  # noqa: E402
 from modeling_data2vec_unified.configuration_data2vec import Data2VecConfig  # noqa: E402
 from modeling_data2vec_unified.data import load_pretraining_data  # noqa: E402
 from modeling_data2vec_unified.optimization import parameter_groups  # noqa: E402
@@ -486,7 +487,7 @@ def main(argv=None) -> None:
     methods = [m for m in args.methods.split(",") if m]
     if set(methods) - set(METHODS):
         parser.error(f"--methods: choose from {METHODS}")
-    trainer.PERIODIC_PROBE_EXAMPLES = (10**9, 10**9)  # every periodic probe on all the probe data, as the final one
+    evaluation.PERIODIC_PROBE_EXAMPLES = (10**9, 10**9)  # every periodic probe on all the probe data, as the final one
     # one budget for every method: the data2vec 1.0 default run's steps (2.0's default differs for vision)
     default_steps = args.steps or trainer.TRAINING_DEFAULTS["tiny"][args.modality][2]
     results = {"modality": args.modality, "seed": args.seed, "extra": args.extra, "budgets": {}, "raw_inputs": None}

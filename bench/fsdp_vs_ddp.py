@@ -28,7 +28,7 @@ from pathlib import Path
 WORKER = textwrap.dedent('''
     import json, resource, sys
     import torch
-    from modeling_data2vec_unified.ema import _local
+    from modeling_data2vec_unified.ema import local_tensor
     from modeling_data2vec_unified.trainer import Data2VecPretrainer, PretrainingArguments
 
     out, mode, size, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -41,7 +41,7 @@ WORKER = textwrap.dedent('''
     acc, finish = trainer.accelerator, trainer.finish
 
     def measure_then_finish():  # before the end's gathering of the full student (rank 0 holds a whole copy then)
-        nbytes = lambda ts: sum(_local(t).numel() * _local(t).element_size() for t in ts)
+        nbytes = lambda ts: sum(local_tensor(t).numel() * local_tensor(t).element_size() for t in ts)
         model, opt = trainer.unwrapped, getattr(trainer.optimizer, "optimizer", trainer.optimizer)
         held = {"parameters": nbytes(model.parameters()),
                 "adam": nbytes(v for s in opt.state.values() for k, v in s.items() if k != "step"),

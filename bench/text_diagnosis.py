@@ -39,6 +39,7 @@ from modeling_data2vec_unified import trainer  # noqa: E402
 from modeling_data2vec_unified.masking import DataCollatorForData2VecPretraining  # noqa: E402
 from modeling_data2vec_unified.modeling_data2vec_pretraining import Data2VecForPreTraining, _eval_mode  # noqa: E402
 from modeling_data2vec_unified.probe import pool, probe_accuracy  # noqa: E402
+from modeling_data2vec_unified.training.checkpointing import _rng_untouched  # noqa: E402
 
 TOKENS, POSITIONS = 50, 6000
 
@@ -182,7 +183,7 @@ def main(argv=None) -> None:
         began = time.perf_counter()
         if diag is None:
             diag = Diagnosis(self.data, self.config, args.seed)
-            with trainer._rng_untouched(self.accelerator.device):  # building a model draws: not the run's RNG
+            with _rng_untouched(self.accelerator.device):  # building a model draws: not the run's RNG
                 initial = Data2VecForPreTraining(self.config)
             initial.load_state_dict(self._initial_encoder_state)
             diag.data2vec(initial, 0)

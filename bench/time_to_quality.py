@@ -11,7 +11,7 @@ For each modality and algorithm (1.0 first, then 2.0) this runs
     data2vec-pretrain --modality M --algorithm A --output_dir <tmp> --probe_steps K --report_to none --disable_tqdm
         --seed S --save_steps 1000000000 <--extra>
 
-through `modeling_data2vec_unified.trainer.cli`, with `trainer.PERIODIC_PROBE_EXAMPLES` set to (10**9, 10**9): every
+through `modeling_data2vec_unified.trainer.cli`, with `training.evaluation.PERIODIC_PROBE_EXAMPLES` set to (10**9, 10**9): every
 periodic probe then fits on all the probe's training examples and scores all its held-out ones, as the final probe
 does. The periodic probe and the final one (probe.json "pretrained") compute the same features (`probe.linear_probe`,
 the mean of the top 2 layers pooled as the modality's `probe.POOLING`; run_probe asks for top 2 and 1 and reports top
@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from modeling_data2vec_unified import trainer
+from modeling_data2vec_unified.training import evaluation
 
 ALGORITHMS = ("data2vec", "data2vec2")
 LABEL = {"data2vec": "data2vec 1.0", "data2vec2": "data2vec 2.0"}
@@ -70,7 +71,7 @@ def run(modality: str, algorithm: str, probe_steps: int, extra: list[str], seed:
             final["train_examples"], final["test_examples"]):
         raise RuntimeError(f"the periodic probes used {probes['train_examples']} / {probes['test_examples']} "
                            f"examples, the final probe {final['train_examples']} / {final['test_examples']}: "
-                           f"trainer.PERIODIC_PROBE_EXAMPLES was not applied")
+                           f"evaluation.PERIODIC_PROBE_EXAMPLES was not applied")
     last_step, last_seconds = curves["step"][-1], curves["elapsed_seconds"][-1]
     random_init = probes["random_init"] if probes["random_init"] is not None else final["random_init"]
     points = [{"step": 0, "seconds": 0.0, "accuracy": random_init, "source": "initial weights (probe/random_init)"}]
@@ -210,7 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
     extra = shlex.split(args.extra)
-    trainer.PERIODIC_PROBE_EXAMPLES = (10**9, 10**9)  # every periodic probe on all the probe data, as the final one
+    evaluation.PERIODIC_PROBE_EXAMPLES = (10**9, 10**9)  # every periodic probe on all the probe data, as the final one
 
     with tempfile.TemporaryDirectory(prefix="time-to-quality-") as tmp:
         root = Path(args.runs_dir or tmp)

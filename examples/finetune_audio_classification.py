@@ -31,14 +31,14 @@ from pathlib import Path
 import datasets
 from transformers import set_seed
 
-from modeling_data2vec_unified import Data2VecForAudioClassification, load_pretraining_data, metrics
+from modeling_data2vec_unified import Data2VecForAudioClassification, Data2VecTrainer, load_pretraining_data, metrics
 from modeling_data2vec_unified.data import AUDIO_EXTENSIONS
 from modeling_data2vec_unified.synthetic_voices import SPOKEN_WORD_CLASSES
-from modeling_data2vec_unified.finetuning import (
+
+from example_utils import (  # examples/example_utils.py, next to this script
     AudioCollator,
     AudioExampleArguments,
     AudioExamples,
-    Data2VecTrainer,
     audio_feature_extractor,
     class_names,
     example_config,

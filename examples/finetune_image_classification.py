@@ -33,9 +33,10 @@ import PIL.Image
 import torch
 from transformers import AutoImageProcessor, set_seed
 
-from modeling_data2vec_unified import Data2VecForImageClassification, load_pretraining_data, metrics
-from modeling_data2vec_unified.finetuning import (
-    Data2VecTrainer,
+from modeling_data2vec_unified import Data2VecForImageClassification, Data2VecTrainer, load_pretraining_data, metrics
+from modeling_data2vec_unified.training.recipes import BUILTIN_VISION
+
+from example_utils import (  # examples/example_utils.py, next to this script
     ExampleArguments,
     class_names,
     example_config,
@@ -46,7 +47,6 @@ from modeling_data2vec_unified.finetuning import (
     parse_example_args,
     train_and_report,
 )
-from modeling_data2vec_unified.trainer import BUILTIN_VISION
 
 logger = logging.getLogger("finetune_image_classification")
 

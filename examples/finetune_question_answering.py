@@ -48,10 +48,10 @@ import datasets
 import numpy as np
 from transformers import DataCollatorWithPadding, set_seed
 
-from modeling_data2vec_unified import Data2VecForQuestionAnswering
+from modeling_data2vec_unified import Data2VecForQuestionAnswering, Data2VecTrainer
 from modeling_data2vec_unified.data import HELD_OUT_FRACTION, stdlib_docstring_names, stdlib_docstring_splits
-from modeling_data2vec_unified.finetuning import (
-    Data2VecTrainer,
+
+from example_utils import (  # examples/example_utils.py, next to this script
     TextExampleArguments,
     first,
     load_labelled_splits,

@@ -13,7 +13,7 @@ the built-in sound classes (a: sine, b: sawtooth, c: square, d: whistle, e: nois
 chirp, h: clicks; random pitch and envelope), letters of a word 15-30 ms apart, words 80-120 ms apart; transcripts are
 1-2 words of a 23-word list ("bad cafe", "hedge"); 1000 clips to train on (seed 0) and 200 held out (seed 1).
 `--dataset` also takes a csv / json file or a `datasets` Hub id with `--audio_column` (decoded arrays, {"array",
-"sampling_rate"}, file paths or `datasets.Audio` entries, read with soundfile: `finetuning.read_audio`)
+"sampling_rate"}, file paths or `datasets.Audio` entries, read with soundfile: `example_utils.read_audio`)
 and `--text_column` (the transcripts), or a folder with audio files and a metadata.csv / metadata.jsonl whose
 `file_name` column names them (`audiofolder`'s layout). The held-out set is `--eval_split`, else the dataset's
 validation or test split, else `--eval_fraction` of the training rows (a fixed seed); rows with empty transcripts are
@@ -43,13 +43,13 @@ from pathlib import Path
 import datasets
 from transformers import AutoProcessor, set_seed
 
-from modeling_data2vec_unified import Data2VecForCTC, ctc_processor, metrics
+from modeling_data2vec_unified import Data2VecForCTC, Data2VecTrainer, ctc_processor, metrics
 from modeling_data2vec_unified.data import AUDIO_EXTENSIONS, synthesize_speech
-from modeling_data2vec_unified.finetuning import (
+
+from example_utils import (  # examples/example_utils.py, next to this script
     AudioCollator,
     AudioExampleArguments,
     AudioExamples,
-    Data2VecTrainer,
     audio_feature_extractor,
     example_config,
     first,

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 import datasets
 from transformers import DataCollatorWithPadding, set_seed
 
-from modeling_data2vec_unified import Data2VecForSequenceClassification, metrics
+from modeling_data2vec_unified import Data2VecForSequenceClassification, Data2VecTrainer, metrics
 from modeling_data2vec_unified.data import HELD_OUT_FRACTION, stdlib_docstrings
-from modeling_data2vec_unified.finetuning import (
-    Data2VecTrainer,
+
+from example_utils import (  # examples/example_utils.py, next to this script
     TextExampleArguments,
     class_names,
     first,

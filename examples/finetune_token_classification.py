@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 import datasets
 from transformers import DataCollatorForTokenClassification, set_seed
 
-from modeling_data2vec_unified import Data2VecForTokenClassification, metrics
+from modeling_data2vec_unified import Data2VecForTokenClassification, Data2VecTrainer, metrics
 from modeling_data2vec_unified.data import HELD_OUT_FRACTION, stdlib_docstring_splits
-from modeling_data2vec_unified.finetuning import (
-    Data2VecTrainer,
+
+from example_utils import (  # examples/example_utils.py, next to this script
     TextExampleArguments,
     class_names,
     first,

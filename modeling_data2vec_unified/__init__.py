@@ -69,7 +69,7 @@ __version__ = "0.1.0"
 # data loading, fine-tuning and metrics modules: they import `datasets` / transformers' Trainer / evaluate, which
 # `import modeling_data2vec_unified` (what makes AutoModel know our checkpoints) does not need.
 _LAZY = {
-    "Data2VecPretrainer": "trainer", "PretrainingArguments": "trainer",
+    "Data2VecPretrainer": "training.trainer", "PretrainingArguments": "training.arguments",
     "PretrainingData": "data", "ProbeData": "data", "load_pretraining_data": "data",
     "Data2VecTrainer": "finetuning", "ctc_processor": "finetuning", "metrics": None,
     "tokenizer_from_fairseq": "fairseq_text", "convert_checkpoint": "conversion_cli",

@@ -71,7 +71,7 @@ def _as(tensors: list[torch.Tensor], like: list[torch.Tensor]) -> list[torch.Ten
     return [t.to(like[0].dtype) for t in tensors]
 
 
-def _local(tensor: torch.Tensor) -> torch.Tensor:
+def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """A DTensor's local shard (a view of its storage), or the tensor itself."""
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
@@ -138,8 +138,9 @@ class EMATeacher(nn.Module):
             # with no communication
             averaged = [n for n in ours if not _under(n, self.copied)]
             copied = [n for n in ours if _under(n, self.copied)]
-            self._pairs = _Pairs([_local(ours[n]) for n in averaged], [_local(theirs[n]) for n in averaged],
-                                 [_local(ours[n]) for n in copied], [_local(theirs[n]) for n in copied])
+            local = lambda tensors, names: [local_tensor(tensors[n]) for n in names]  # noqa: E731
+            self._pairs = _Pairs(local(ours, averaged), local(theirs, averaged), local(ours, copied),
+                                 local(theirs, copied))
             self._source_id = id(source)
         return self._pairs
 
@@ -191,6 +192,22 @@ class EMATeacher(nn.Module):
         load_model(self.model, str(path), strict=True, device=str(next(self.model.parameters()).device))
         self.num_updates = int(metadata["num_updates"])
 
+    def local_state(self) -> dict[str, torch.Tensor]:
+        """The weights as this process's local tensors (FSDP: its shards; otherwise the whole tensors), by name."""
+        return {name: local_tensor(value) for name, value in self.model.state_dict().items()}
+
+    @torch.no_grad()
+    def load_local_state(self, tensors: dict[str, torch.Tensor], num_updates: int) -> None:
+        """Copies what `local_state` returned (e.g. read back from a checkpoint) into the weights in place, and sets
+        the update count; the names must be exactly the teacher's."""
+        own = self.model.state_dict()
+        if tensors.keys() != own.keys():
+            raise ValueError(f"not this teacher's weights (missing {sorted(own.keys() - tensors.keys())[:3]}, extra "
+                             f"{sorted(tensors.keys() - own.keys())[:3]})")
+        for name, value in own.items():
+            local_tensor(value).copy_(tensors[name])
+        self.num_updates = int(num_updates)
+
     def get_extra_state(self) -> dict:
         return {"num_updates": self.num_updates}
 
@@ -198,4 +215,4 @@ class EMATeacher(nn.Module):
         self.num_updates = int(state["num_updates"])
 
 
-__all__ = ["EMATeacher", "ema_decay_at"]
+__all__ = ["EMATeacher", "ema_decay_at", "local_tensor"]

@@ -261,6 +261,9 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         self.__dict__["_teacher"] = None  # not a submodule, on purpose (see the class docstring)
         self.post_init()
 
+    # the teacher's methods that run it besides forward (teacher_scope "model"): hooked too where it is sharded
+    teacher_entry_points = ("embed", "contextualize", "encode")
+
     # ---- the teacher --------------------------------------------------------------------------------------------
 
     def _ema_source(self) -> nn.Module:

@@ -176,3 +176,29 @@ def write_model_card(folder: str | Path, model, overwrite: bool = False, **kwarg
         return False
     model_card(model.config, type(model).__name__, **kwargs).save(readme)
     return True
+
+
+def create_hub_repo(repo_name: str, token: str | None = None, private: bool | None = None) -> str:
+    """Creates (or finds) the Hub repo `repo_name` and returns its id; a missing token, no network or no rights is
+    said now, naming the fix (the trainer calls this at start-up, as transformers' Trainer does, not after the run)."""
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi(token=token).create_repo(repo_name, private=private, exist_ok=True).repo_id
+    except Exception as error:  # no token, no network, no rights: say so before training, not after
+        raise ValueError(
+            f"--push_to_hub: cannot create or reach the Hub repo {repo_name!r} ({type(error).__name__}: {error}). Log "
+            f"in (`hf auth login`) or pass --hub_token, check --hub_model_id, or drop --push_to_hub (push later with "
+            f"model.push_to_hub)"
+        ) from error
+
+
+def push_folder(folder: str | Path, repo_id: str, message: str, token: str | None = None) -> int:
+    """Uploads the files at the top of `folder` (the model, its processor, probe.json, the curves; not subfolders
+    such as checkpoint-*/ or logs/) to `repo_id` in one commit; returns how many."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    files = [p for p in sorted(Path(folder).iterdir()) if p.is_file()]
+    HfApi(token=token).create_commit(repo_id, operations=[CommitOperationAdd(p.name, str(p)) for p in files],
+                                     commit_message=message)
+    return len(files)

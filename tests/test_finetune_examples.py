@@ -36,6 +36,7 @@ EVAL_LINE = re.compile(r"^eval accuracy (\d\.\d{4}) \((\d+) examples\)$", re.MUL
 
 def load_example(name: str, monkeypatch):
     """examples/finetune_{name}_classification.py for the classification examples, else examples/finetune_{name}.py"""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))  # the examples import example_utils from their folder
     path = ROOT / "examples" / (f"finetune_{name}_classification.py" if name in EXAMPLES else f"finetune_{name}.py")
     spec = importlib.util.spec_from_file_location(f"finetune_{name}", path)
     example = importlib.util.module_from_spec(spec)

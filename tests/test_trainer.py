@@ -249,9 +249,9 @@ def test_probe_steps_log_the_probe_change_no_weight_and_draw_curves(tmp_path, mo
     with curves.json (what was logged) and curves.png."""
     import PIL.Image
 
-    import modeling_data2vec_unified.trainer as trainer_module
+    from modeling_data2vec_unified.training import evaluation
 
-    monkeypatch.setattr(trainer_module, "PERIODIC_PROBE_EXAMPLES", (12, 6))  # of the probe's 16 / 8
+    monkeypatch.setattr(evaluation, "PERIODIC_PROBE_EXAMPLES", (12, 6))  # of the probe's 16 / 8
     plain = make_trainer(tmp_path / "plain", "text", max_steps=6, logging_steps=2)
     plain.train()
     probed = make_trainer(tmp_path / "probed", "text", max_steps=6, logging_steps=2, probe_steps=2)
