@@ -8,32 +8,31 @@ can still be overridden (`Data2VecConfig(modality="audio", num_hidden_layers=4)`
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-MODALITIES = ("text", "vision", "audio")
+from .mask_types import MASK_TYPES, MaskType
+from .modalities import MODALITIES
 
-# fields whose value names a choice, and the values they accept
+
+# what the EMA teacher averages (`teacher_scope`): the type hint and the check below both read it
+TeacherScope = Literal["encoder", "model", "model_except_feature_encoder"]
+
+# fields whose value names a choice, and the values they accept (`mask_type`: mask_types.MASK_TYPES)
 CHOICES: dict[str, tuple[str, ...]] = {
     "layer_norm_position": ("post", "pre"),
     "relative_position_bias": ("none", "shared", "per_layer", "alibi"),
     "target_layer_output": ("ffn", "block"),
     "target_layer_norm": ("instance", "batch", "layer", "none"),
     "target_final_norm": ("instance", "layer", "none"),
-    "teacher_scope": ("encoder", "model", "model_except_feature_encoder"),
+    "teacher_scope": get_args(TeacherScope),
     "loss_reduction": ("channel_sum", "mean"),
     "cls_loss_reduction": ("sum", "mean"),
     "algorithm": ("data2vec", "data2vec2"),
     "position_embedding_type": ("learned", "sincos"),
     "decoder_type": ("conv_1d", "conv_2d"),
-}
-
-# the masking each modality accepts, per algorithm (`mask_type`)
-MASK_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
-    "data2vec": {"text": ("span",), "vision": ("block", "random"), "audio": ("span",)},
-    "data2vec2": {"text": ("random",), "vision": ("inverse_block", "random"), "audio": ("block", "random")},
 }
 
 # data2vec 1.0 base models (Baevski et al., 2022) and their pretraining recipes: fairseq
@@ -286,7 +285,7 @@ class Data2VecConfig(PreTrainedConfig):
     head_layers: int | None = None
     # what the EMA teacher averages: the encoder's layers ("encoder": the student's front end feeds them), the whole
     # model ("model"), or all but the audio conv feature encoder, whose features it takes from the student
-    teacher_scope: Literal["encoder", "model", "model_except_feature_encoder"] | None = None
+    teacher_scope: TeacherScope | None = None
     # audio: the teacher copies the student's positional conv at every EMA step instead of averaging it (fairseq data2vec
     # 1.0's ema_layers_only / skip_keys); with teacher_scope "encoder" the teacher uses the student's front end anyway
     teacher_copies_pos_conv: bool | None = None
@@ -296,8 +295,9 @@ class Data2VecConfig(PreTrainedConfig):
     mask_prob: float | None = None  # text/vision: fraction masked; audio: span start probability
     mask_length: int | None = None  # text/audio: span length; vision: minimum patches per block
     mask_min_aspect: float | None = None  # vision: block aspect ratio drawn log-uniformly in [min, 1/min]
-    # text / audio: "span"; vision: "block" (BEiT) or "random" (a uniform draw of patches, better on tiny grids)
-    mask_type: Literal["span", "block", "random", "inverse_block"] | None = None  # per algorithm and modality: MASK_TYPES
+    # the values each algorithm and modality take: mask_types.MASK_TYPES. 1.0: text / audio "span"; vision "block"
+    # (BEiT) or "random" (a uniform draw of patches, better on tiny grids)
+    mask_type: MaskType | None = None
     mask_random_token_prob: float | None = None  # text: of the selected tokens, replaced by a random token
     mask_leave_unmasked_prob: float | None = None  # text: of the selected tokens, left unchanged
     min_target_var: float = 0.1  # collapse check thresholds (fairseq data2vec's defaults)

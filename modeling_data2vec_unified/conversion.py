@@ -3,118 +3,34 @@
 A conversion is (1) a config mapping, (2) a rename table applied to every weight, (3) one structural step
 (separate query / key / value projections fused into one `qkv`), and (4) before anything is written, an
 `allclose` check of our outputs against transformers' own model on the same weights (`conversion_cli.convert_checkpoint`,
-the `data2vec-convert` command: it imports the models, which import this module).
-A weight the table does not know is an error naming it: nothing is dropped silently.
+the `data2vec-convert` command). `from_pretrained` imports this module when it meets such a checkpoint; reading a
+checkpoint's files is `checkpoint_files.py`'s. A weight the table does not know is an error naming it: nothing is
+dropped silently.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-from pathlib import Path
 
 import torch
-from transformers import PreTrainedConfig
-from transformers.utils import cached_file
 
+from .checkpoint_files import (  # noqa: F401  (re-exported: their home before checkpoint_files.py)
+    HUB_KWARGS,
+    TRANSFORMERS_MODEL_TYPES,
+    _hub_kwargs,
+    check_local_path,
+    checkpoint_modality,
+    read_config_dict,
+    read_state_dict,
+    unreadable_weights_error,
+)
 from .configuration_data2vec import MODALITY_DEFAULTS, Data2VecConfig
 
 logger = logging.getLogger(__name__)
 
-TRANSFORMERS_MODEL_TYPES = {"data2vec-text": "text", "data2vec-vision": "vision", "data2vec-audio": "audio"}
 # the attribute under which transformers' task classes hold the base model
 TRANSFORMERS_BASE_PREFIX = {"text": "data2vec_text.", "vision": "data2vec_vision.", "audio": "data2vec_audio."}
-
-HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
-
-
-def _hub_kwargs(kwargs: dict) -> dict:
-    return {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
-
-
-def check_local_path(pretrained_model_name_or_path) -> None:
-    """A name that cannot be a Hub id (e.g. "./models/run1", "/tmp/a/b/c") must be an existing folder: refuse a
-    missing one naming the path, where the Hub would answer "Repo id must be in the form ...". A name that looks
-    like a Hub id ("owner/name") and is no local folder goes on to the Hub."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if pretrained_model_name_or_path is None:  # weights passed directly (state_dict=...): nothing to find
-        return
-    name = os.fspath(pretrained_model_name_or_path)
-    if os.path.exists(name):
-        return
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        raise FileNotFoundError(
-            f"no folder {name!r} (resolved to {Path(name).expanduser().resolve()}): check the path (a relative one "
-            f"starts from the current directory, {os.getcwd()}); a Hub model is named like 'owner/name'"
-        ) from None
-
-
-def _unreadable_safetensors(pretrained_model_name_or_path, **kwargs) -> list[str]:
-    """The safetensors files of a local folder, or already in the Hub cache, that cannot be opened."""
-    from safetensors import safe_open
-
-    hub = _hub_kwargs(kwargs)
-    folder = Path(pretrained_model_name_or_path, hub.get("subfolder") or "")
-    if folder.is_dir():
-        files = sorted(str(f) for f in folder.glob("*.safetensors"))
-    else:
-        files, local = [], {**hub, "local_files_only": True}
-        for filename in ("model.safetensors", "model.safetensors.index.json"):
-            try:
-                path = cached_file(pretrained_model_name_or_path, filename, _raise_exceptions_for_missing_entries=False,
-                                   **local)
-                if path is not None and filename.endswith(".index.json"):
-                    shards = sorted(set(json.loads(Path(path).read_text())["weight_map"].values()))
-                    files += [cached_file(pretrained_model_name_or_path, shard, **local) for shard in shards]
-                elif path is not None:
-                    files.append(path)
-            except Exception:  # only naming the file is at stake here: the caller raises either way
-                continue
-    bad = []
-    for f in files:
-        try:
-            with safe_open(f, framework="pt") as weights:
-                weights.keys()  # opening parses the header: what a truncated or empty file fails
-        except Exception:
-            bad.append(f)
-    return bad
-
-
-def unreadable_weights_error(pretrained_model_name_or_path, error: Exception, **kwargs) -> OSError:
-    """The error for weights safetensors cannot read (a truncated or empty file): it names the file and the fix."""
-    bad = _unreadable_safetensors(pretrained_model_name_or_path, **kwargs)
-    where = ", ".join(bad) if bad else f"a weights file of {os.fspath(pretrained_model_name_or_path)}"
-    return OSError(
-        f"{where} cannot be read ({error}): the file is truncated or corrupt, e.g. by an interrupted save or "
-        f"download. Save the model again (model.save_pretrained(...)), or download it again "
-        f"(from_pretrained(..., force_download=True))."
-    )
-
-
-def read_config_dict(pretrained_model_name_or_path, **kwargs) -> dict:
-    """config.json of a local folder or Hub repo, whatever model it describes."""
-    check_local_path(pretrained_model_name_or_path)
-    config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **_hub_kwargs(kwargs))
-    return config_dict
-
-
-def checkpoint_modality(pretrained_model_name_or_path, **kwargs) -> str:
-    """The modality of a checkpoint of ours or of transformers' Data2Vec models; an error for anything else."""
-    config_dict = read_config_dict(pretrained_model_name_or_path, **kwargs)
-    model_type = config_dict.get("model_type")
-    if model_type == Data2VecConfig.model_type:
-        return config_dict.get("modality", "vision")
-    if model_type in TRANSFORMERS_MODEL_TYPES:
-        return TRANSFORMERS_MODEL_TYPES[model_type]
-    raise ValueError(
-        f"{pretrained_model_name_or_path} holds a model of type {model_type!r}, not a data2vec model "
-        f"(accepted: data2vec, {', '.join(TRANSFORMERS_MODEL_TYPES)})"
-    )
 
 
 # ---- 1. config ------------------------------------------------------------------------------------------------
@@ -307,41 +223,6 @@ def _fuse_qkv(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if bias not in out:  # no bias at all in the source: zeros reproduce it
             out[bias] = torch.zeros(out[name].shape[0], dtype=out[name].dtype)
     return out
-
-
-# ---- reading weights ------------------------------------------------------------------------------------------------
-
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-def read_state_dict(pretrained_model_name_or_path, **kwargs) -> dict[str, torch.Tensor]:
-    """All weights of a local folder or Hub repo (safetensors, sharded or not; else pytorch_model.bin)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    hub = _hub_kwargs(kwargs)
-    for filename in _WEIGHT_FILES:
-        path = cached_file(
-            pretrained_model_name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub
-        )
-        if path is None:
-            continue
-        if filename.endswith(".index.json"):
-            shards = sorted(set(json.loads(Path(path).read_text())["weight_map"].values()))
-            files = [cached_file(pretrained_model_name_or_path, s, **hub) for s in shards]
-        else:
-            files = [path]
-        state = {}
-        for f in files:
-            if f.endswith(".safetensors"):
-                try:
-                    state.update(load_file(f))
-                except SafetensorError as error:
-                    raise unreadable_weights_error(pretrained_model_name_or_path, error, **kwargs) from error
-            else:
-                state.update(torch.load(f, map_location="cpu", weights_only=True))
-        return state
-    raise FileNotFoundError(f"no weights ({', '.join(_WEIGHT_FILES)}) found in {pretrained_model_name_or_path}")
 
 
 def load_from_transformers(cls, pretrained_model_name_or_path, config_dict: dict, *model_args, **kwargs):

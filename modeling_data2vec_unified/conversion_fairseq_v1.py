@@ -4,9 +4,11 @@ data2vec_vision's BEiT pretraining checkpoint (checkpoint-799.pth).
 
 Each converter reads the architecture from the checkpoint's own stored config (fairseq: `cfg["model"]`, the CTC
 fine-tune's `cfg["model"]["w2v_args"]["model"]`, text's nested `cfg["model"]["transformer"]`; BEiT: the `args`
-Namespace plus tensor shapes), maps every tensor by a rename table whose rules each say why (`conversion_fairseq.Rule`),
-fuses fairseq's separate q / k / v projections into our one `qkv` (`conversion._fuse_qkv`), and converts the EMA
-teacher (`_ema`, `encoder._ema`, `model_ema`) to the keys of `Data2VecForPreTraining(config).teacher.model`.
+Namespace plus tensor shapes), maps every tensor by a rename table whose rules each say why
+(`conversion_fairseq_base.Rule`), fuses fairseq's separate q / k / v projections into our one `qkv`
+(`conversion._fuse_qkv`), and converts the EMA teacher (`_ema`, `encoder._ema`, `model_ema`) to the keys of
+`Data2VecForPreTraining(config).teacher.model`. They register by kind in `conversion_fairseq_base.CONVERTERS`, whose
+helpers they share with the 2.0 converters; `conversion_fairseq.convert_fairseq_checkpoint` dispatches.
 Layouts, cfg fields and quirks, with citations: docs/fairseq-layouts.md sections 5-10.
 """
 
@@ -18,7 +20,7 @@ import torch
 
 from .configuration_data2vec import Data2VecConfig
 from .conversion import _fuse_qkv
-from .conversion_fairseq import (
+from .conversion_fairseq_base import (
     ConvertedCheckpoint,
     RenameTable,
     Rule,

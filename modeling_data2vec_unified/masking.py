@@ -1,30 +1,107 @@
-"""data2vec's masks, per modality, and the collator that draws them.
+"""data2vec's masks: one strategy per `mask_type`, registered under its name, and the collator that draws them.
 
 Mask convention: True = masked, i.e. hidden from the student (the loss is computed there).
 
-- text:   contiguous spans over the non-special tokens (data2vec text: spans of 4 over 35% of the tokens);
-          with `mask_length=1, mask_prob=0.15` and 10%/10% random/unchanged this is BERT's 80/10/10.
-- vision: BEiT block masking: rectangles of >= `mask_length` patches with a log-uniform aspect ratio,
-          until round(mask_prob * patches) patches are masked; or (`mask_type="random"`) that many patches
-          drawn uniformly, which works better on tiny patch grids.
-- audio:  wav2vec 2.0 / data2vec span masking: each frame starts a span of `mask_length` frames with
-          probability mask_prob / mask_length (spans may overlap), then every row of the batch is thinned
-          to the same number of masked frames (rows too short for a span are masked on their own).
+data2vec 1.0:
+- text "span":    contiguous spans over the non-special tokens (data2vec text: spans of 4 over 35% of the tokens);
+                  with `mask_length=1, mask_prob=0.15` and 10%/10% random/unchanged this is BERT's 80/10/10.
+- vision "block": BEiT block masking: rectangles of >= `mask_length` patches with a log-uniform aspect ratio,
+                  until round(mask_prob * patches) patches are masked; "random": that many patches drawn
+                  uniformly, which works better on tiny patch grids.
+- audio "span":   wav2vec 2.0 / data2vec span masking: each frame starts a span of `mask_length` frames with
+                  probability mask_prob / mask_length (spans may overlap), then every row of the batch is thinned
+                  to the same number of masked frames (rows too short for a span are masked on their own).
+data2vec 2.0 (`clone_batch` masks per example, each leaving exactly `mask_types.num_visible` tokens visible):
+"inverse_block" (vision), "block" (audio), "random" (any modality), as fairseq's data2vec 2.0 draws them.
+
+A strategy is a function `(config, layout, rng) -> (rows, positions) bool mask` (`MaskStrategy`), registered with
+`@register_mask` under (algorithm, modality, mask_type) in `MASKS`. `MaskLayout` says where a batch's masks go;
+`draw_mask` builds it from the batch (one function per modality), calls the config's strategy and adds what the
+modality needs beyond the mask (1.0 text: the student's view, `masked_input_ids`). A new strategy: its name in
+`mask_types.py` (the config's type hint and checks read it there), its function here under `@register_mask`.
 
 All randomness comes from a `numpy.random.Generator` passed in, so a seeded collator is deterministic. A batch
 that arrives as a `SeededBatch` (the trainer's sampler makes them) is drawn from its own seed, so its masks are a
 pure function of (seed, epoch, step, rank): the same with or without DataLoader workers and after a resume.
+The checks of the inputs live in `input_checks.py` (the models import them too); their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .configuration_data2vec import Data2VecConfig
+from .input_checks import (  # noqa: F401  (the checks this module does not call: re-exported, their old home)
+    MASK_INPUT,
+    MODALITY_INPUT,
+    attention_unit,
+    check_attention_mask,
+    check_attention_values,
+    check_batch,
+    check_example_values,
+    check_pixel_layout,
+    check_token_ids,
+    host_checks_are_free,
+)
+from .mask_types import MASK_TYPES, num_visible
+
+# ---- the registry ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MaskLayout:
+    """Where one batch's masks go: `rows` masks of `num_tokens` positions each (text tokens, vision patches in
+    row-major order, audio frames). `real` (rows, num_tokens) marks the positions that hold input, not padding;
+    `maskable` those a 1.0 mask may cover (the real ones, less text's special tokens); `grid`: vision's patch grid."""
+
+    rows: int
+    num_tokens: int
+    real: np.ndarray
+    maskable: np.ndarray | None = None  # None: every real position
+    grid: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if self.maskable is None:
+            self.maskable = self.real
+
+
+MaskStrategy = Callable[[Data2VecConfig, MaskLayout, np.random.Generator], np.ndarray]
+
+# (algorithm, modality, mask_type) -> strategy; filled by @register_mask below
+MASKS: dict[tuple[str, str, str], MaskStrategy] = {}
+
+
+def register_mask(algorithm: str, mask_type: str, modality: str | None = None):
+    """Registers a strategy under `mask_type` for `modality`, or for every modality that `MASK_TYPES[algorithm]`
+    lets use it. A name `mask_types.py` does not list for them is refused: the config would never ask for it."""
+    allowed = MASK_TYPES[algorithm]
+    modalities = [modality] if modality else [m for m, names in allowed.items() if mask_type in names]
+    if not modalities or any(mask_type not in allowed[m] for m in modalities):
+        raise ValueError(f"{algorithm} mask type {mask_type!r} is not allowed for {modality or 'any modality'}: "
+                         "name it in mask_types.MASK_TYPES (and MaskType) first")
+
+    def add(strategy: MaskStrategy) -> MaskStrategy:
+        for m in modalities:
+            MASKS[algorithm, m, mask_type] = strategy
+        return strategy
+
+    return add
+
+
+def mask_strategy(config: Data2VecConfig) -> MaskStrategy:
+    """The strategy `config.mask_type` names for the config's algorithm and modality."""
+    key = (config.algorithm, config.modality, config.mask_type)
+    if key not in MASKS:
+        known = sorted(t for a, m, t in MASKS if (a, m) == key[:2])
+        raise ValueError(f"no {config.algorithm} mask strategy {config.mask_type!r} for {config.modality}: "
+                         f"mask_type must be one of {known}")
+    return MASKS[key]
+
 
 # ---- text ------------------------------------------------------------------------------------------------------
 
@@ -86,6 +163,15 @@ def corrupt_text(
 # ---- vision ----------------------------------------------------------------------------------------------------
 
 
+@register_mask("data2vec", "span", "text")
+def text_spans(config: Data2VecConfig, layout: MaskLayout, rng: np.random.Generator) -> np.ndarray:
+    """data2vec text: `text_span_mask` over the maskable (real, non-special) tokens."""
+    return text_span_mask(layout.maskable, config.mask_prob, config.mask_length, rng)
+
+
+# ---- vision ----------------------------------------------------------------------------------------------------
+
+
 def block_mask(
     grid: tuple[int, int],
     num_masked: int,
@@ -134,6 +220,30 @@ def block_mask(
             break
         count += added
     return (mask, blocks) if return_blocks else mask
+
+
+# ---- audio -----------------------------------------------------------------------------------------------------
+
+
+def num_masked_patches(config: Data2VecConfig, grid: tuple[int, int]) -> int:
+    """Patches masked per image: round(mask_prob * patches), at least 1 and leaving at least 1 visible."""
+    total = grid[0] * grid[1]
+    return int(min(max(round(config.mask_prob * total), 1), total - 1))
+
+
+@register_mask("data2vec", "block")
+def beit_blocks(config: Data2VecConfig, layout: MaskLayout, rng: np.random.Generator) -> np.ndarray:
+    """BEiT: one `block_mask` per image, each masking `num_masked_patches` patches."""
+    n = num_masked_patches(config, layout.grid)
+    return np.stack([block_mask(layout.grid, n, rng, config.mask_length, config.mask_min_aspect).reshape(-1)
+                     for _ in range(layout.rows)])
+
+
+@register_mask("data2vec", "random")
+def random_patches(config: Data2VecConfig, layout: MaskLayout, rng: np.random.Generator) -> np.ndarray:
+    """`num_masked_patches` patches per image, drawn uniformly without replacement."""
+    n, total = num_masked_patches(config, layout.grid), layout.num_tokens
+    return np.stack([np.isin(np.arange(total), rng.choice(total, n, replace=False)) for _ in range(layout.rows)])
 
 
 # ---- audio -----------------------------------------------------------------------------------------------------
@@ -189,24 +299,13 @@ def time_span_mask(
 # ---- data2vec 2.0: exact counts, every row of a batch the same ------------------------------------------------
 
 
-def num_visible(config: Data2VecConfig, num_tokens: int) -> int:
-    """data2vec 2.0: tokens each masked copy keeps of `num_tokens`, fairseq's exact counts: "random" keeps
-    int(T * (1 - p)) (`random_masking`'s len_keep), "inverse_block" keeps int(T * (1 - p)) (`compute_block_mask_2d`
-    with inverse_mask: 39 of 196 at p = 0.8), "block" masks int(T * p) (`compute_block_mask_1d`). The student encodes
-    this many tokens per copy: a function of the config and T alone, so the model never reads a mask back."""
-    T, p = num_tokens, config.mask_prob
-    keep = T - int(T * p) if config.mask_type == "block" else int(T * (1 - p))
-    if keep < 1:
-        raise ValueError(
-            f"mask_prob={p} leaves no visible token of {T} ({config.mask_type} masking keeps {keep}): the student must "
-            f"see something; lower mask_prob or use longer inputs"
-        )
-    if keep >= T:
-        raise ValueError(
-            f"mask_prob={p} masks no token of {T} ({config.mask_type} masking keeps all): nothing to predict; raise "
-            f"mask_prob or use longer inputs"
-        )
-    return keep
+@register_mask("data2vec", "span", "audio")
+def time_spans(config: Data2VecConfig, layout: MaskLayout, rng: np.random.Generator) -> np.ndarray:
+    """wav2vec 2.0 / data2vec audio: `time_span_mask` over each clip's real frames."""
+    return time_span_mask(layout.real.sum(1), layout.num_tokens, config.mask_prob, config.mask_length, rng)
+
+
+# ---- data2vec 2.0: exact counts, every row of a batch the same ------------------------------------------------
 
 
 def _exactly(marked: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -251,27 +350,102 @@ def block_masks_1d(num_tokens: int, rows: int, share: float, span: int, adjust: 
     return _exactly(marked, int(T * share), rng)
 
 
+@register_mask("data2vec2", "inverse_block")
+def inverse_blocks(config: Data2VecConfig, layout: MaskLayout, rng: np.random.Generator) -> np.ndarray:
+    """Blocks mark what stays visible (`block_masks_2d` over the patch grid, a (1, T) grid without one)."""
+    grid = layout.grid or (1, layout.num_tokens)
+    return ~block_masks_2d(grid, layout.rows, 1 - config.mask_prob, config.mask_length, config.mask_prob_adjust, rng)
+
+
+@register_mask("data2vec2", "block")
+def blocks_1d(config: Data2VecConfig, layout: MaskLayout, rng: np.random.Generator) -> np.ndarray:
+    """Spans of `mask_length` tokens mark what is masked (`block_masks_1d`)."""
+    return block_masks_1d(layout.num_tokens, layout.rows, config.mask_prob, config.mask_length,
+                          config.mask_prob_adjust, rng)
+
+
+@register_mask("data2vec2", "random")
+def random_visible(config: Data2VecConfig, layout: MaskLayout, rng: np.random.Generator) -> np.ndarray:
+    """A uniform choice of the `num_visible` visible tokens of each row."""
+    keep = num_visible(config, layout.num_tokens)
+    return ~_exactly(np.zeros((layout.rows, layout.num_tokens), dtype=bool), keep, rng)
+
+
 def data2vec2_masks(config: Data2VecConfig, num_rows: int, num_tokens: int, rng: np.random.Generator,
                     grid: tuple[int, int] | None = None, real: np.ndarray | None = None) -> np.ndarray:
     """(num_rows, T) bool masks (True = masked) for data2vec 2.0, each hiding exactly T - `num_visible` tokens.
     `real` (num_rows, T) marks non-padding tokens: masks are drawn over the padded length (the count is then the
     same for every row, as fairseq's text masking does), and a row whose visible tokens are all padding swaps one
     for a real token."""
-    c, T = config, num_tokens
-    keep = num_visible(c, T)
-    if c.mask_type == "inverse_block":  # blocks mark what stays visible
-        grid = grid or (1, T)
-        mask = ~block_masks_2d(grid, num_rows, 1 - c.mask_prob, c.mask_length, c.mask_prob_adjust, rng)
-    elif c.mask_type == "block":
-        mask = block_masks_1d(T, num_rows, c.mask_prob, c.mask_length, c.mask_prob_adjust, rng)
-    else:  # random: a uniform choice of the visible tokens
-        mask = ~_exactly(np.zeros((num_rows, T), dtype=bool), keep, rng)
-    if real is not None:
-        blind = ~(real & ~mask).any(1) & real.any(1)
-        for row in np.flatnonzero(blind):
-            mask[row, rng.choice(np.flatnonzero(real[row]))] = False
-            mask[row, rng.choice(np.flatnonzero(~mask[row] & ~real[row]))] = True
+    num_visible(config, num_tokens)  # refuses a mask_prob that leaves no token visible or masks none, before drawing
+    real = np.ones((num_rows, num_tokens), dtype=bool) if real is None else real
+    mask = mask_strategy(config)(config, MaskLayout(num_rows, num_tokens, real, grid=grid), rng)
+    blind = ~(real & ~mask).any(1) & real.any(1)
+    for row in np.flatnonzero(blind):
+        mask[row, rng.choice(np.flatnonzero(real[row]))] = False
+        mask[row, rng.choice(np.flatnonzero(~mask[row] & ~real[row]))] = True
     return mask
+
+
+# ---- drawing a batch's masks -------------------------------------------------------------------------------------
+
+
+def _special_ids(config: Data2VecConfig) -> list[int]:
+    return [t for t in (config.bos_token_id, config.eos_token_id, config.pad_token_id) if t is not None]
+
+
+def _text_layout(config: Data2VecConfig, batch: Mapping, attention: torch.Tensor | None) -> MaskLayout:
+    ids = batch["input_ids"].cpu()
+    check_token_ids(ids, "input_ids", config.vocab_size, config.pad_token_id)
+    ids = ids.numpy()
+    real = np.ones(ids.shape, bool) if attention is None else attention.numpy().astype(bool)
+    return MaskLayout(len(ids), ids.shape[1], real, real & ~np.isin(ids, _special_ids(config)))
+
+
+def _vision_layout(config: Data2VecConfig, batch: Mapping, attention: torch.Tensor | None) -> MaskLayout:
+    pixel_values = batch["pixel_values"]
+    check_pixel_layout(pixel_values, config.num_channels)
+    grid = (pixel_values.shape[-2] // config.patch_size, pixel_values.shape[-1] // config.patch_size)
+    real = np.ones((len(pixel_values), grid[0] * grid[1]), bool)
+    return MaskLayout(len(pixel_values), grid[0] * grid[1], real, grid=grid)
+
+
+def _audio_layout(config: Data2VecConfig, batch: Mapping, attention: torch.Tensor | None) -> MaskLayout:
+    values = batch["input_values"]
+    samples = [values.shape[1]] * len(values) if attention is None else attention.sum(1).tolist()
+    frames = np.asarray([config.num_audio_frames(int(n)) for n in samples])
+    T = config.num_audio_frames(values.shape[1])
+    return MaskLayout(len(values), T, np.arange(T)[None, :] < frames[:, None])
+
+
+# the batch's mask positions, per modality (checking the inputs read on the host)
+MASK_LAYOUTS = {"text": _text_layout, "vision": _vision_layout, "audio": _audio_layout}
+
+
+def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict[str, torch.Tensor]:
+    """The modality's masks for a padded batch: what the collator adds, and what
+    `Data2VecForPreTraining.forward` draws when no mask is passed. Text also gets `masked_input_ids` (1.0).
+    data2vec 2.0: `clone_batch` masks per example, (batch, clone_batch, tokens)."""
+    c = config
+    attention = batch.get("attention_mask")
+    if attention is not None:  # the host copy the mask is drawn from: checking it costs no extra device sync
+        attention = attention.cpu()
+        values = batch[MODALITY_INPUT[c.modality]]
+        check_attention_mask(attention, values.shape, attention_unit(c))
+    layout = MASK_LAYOUTS[c.modality](c, batch, attention)
+    if c.algorithm == "data2vec2":
+        B, T = layout.rows, layout.num_tokens
+        real = np.repeat(layout.real, c.clone_batch, axis=0)
+        mask = data2vec2_masks(c, B * c.clone_batch, T, rng, layout.grid, real)
+        return {MASK_INPUT[c.modality]: torch.from_numpy(mask).reshape(B, c.clone_batch, T)}
+    mask = mask_strategy(c)(c, layout, rng)
+    if c.modality != "text":
+        return {MASK_INPUT[c.modality]: torch.from_numpy(mask)}
+    masked_ids = corrupt_text(  # the 1.0 student's view: <mask>, a random token or the same token where masked
+        batch["input_ids"].cpu().numpy(), mask, rng, c.mask_token_id, c.vocab_size, c.mask_random_token_prob,
+        c.mask_leave_unmasked_prob, _special_ids(c),
+    )
+    return {"masked_input_ids": torch.from_numpy(masked_ids), "bool_masked_pos": torch.from_numpy(mask)}
 
 
 # ---- the collator ------------------------------------------------------------------------------------------
@@ -283,43 +457,6 @@ def _check_examples(examples) -> None:
     if isinstance(examples, Mapping):
         raise ValueError("the collator takes a list of examples (dicts), not one dict: wrap a single example in a list "
                          "([example]); a batch that is already collated goes to the model directly")
-
-
-def _checked_values(modality: str, values):
-    """One example's input, refused when it cannot be what the model takes: text that is not token ids (a string,
-    fractional ids), audio as integer PCM, images as integer pixels (each named with its fix)."""
-    if isinstance(values, (str, bytes)):
-        raise ValueError(f"{MODALITY_INPUT[modality]} is a string ({values[:40]!r}): the collator takes "
-                         + ("token ids: tokenize the text first (the run's tokenizer: data.processor)" if modality == "text"
-                            else "decoded arrays: decode the file first (load_pretraining_data does)"))
-    if torch.is_tensor(values):
-        kind = "f" if values.is_floating_point() else ("b" if values.dtype == torch.bool else "i")
-        array = values
-    else:
-        array = np.asarray(values)
-        kind = array.dtype.kind
-    if kind in "USO":
-        raise ValueError(f"{MODALITY_INPUT[modality]} holds {array.dtype} values, not numbers: "
-                         + ("tokenize the text first" if modality == "text" else "decode the inputs first"))
-    if modality == "text" and kind == "f":
-        as_float = torch.as_tensor(array, dtype=torch.float64)
-        if not bool((as_float == as_float.round()).all()):
-            bad = as_float[as_float != as_float.round()][0].item()
-            raise ValueError(f"input_ids must be whole token ids; got {bad:g}: token ids are integers (a tokenizer's "
-                             "output), not features")
-    if modality == "audio" and kind in "iu":
-        raise ValueError(f"input_values are integers ({array.dtype}: PCM samples?); the model takes float waveforms: "
-                         "divide int16 PCM by 32768 (to [-1, 1]) and normalise as the feature extractor does "
-                         "(Wav2Vec2FeatureExtractor, do_normalize=True)")
-    if modality == "vision" and kind in "iu":
-        raise ValueError(f"pixel_values are integers ({array.dtype}: 0-255 pixels?); the model takes normalised "
-                         "floats: pass the images through the image processor (rescale to [0, 1], then normalise), "
-                         "as load_pretraining_data does")
-    return values
-
-
-MODALITY_INPUT = {"text": "input_ids", "vision": "pixel_values", "audio": "input_values"}
-MASK_INPUT = {"text": "bool_masked_pos", "vision": "bool_masked_pos", "audio": "mask_time_indices"}
 
 
 class SeededBatch(list):
@@ -445,7 +582,7 @@ class DataCollatorForData2VecPretraining:
     def collate_inputs(self, examples: Sequence[Mapping], rng: np.random.Generator | None = None) -> dict:
         """The padded (or, audio, cropped) batch without masks: what a frozen encoder takes, e.g. for a probe."""
         _check_examples(examples)
-        inputs = [_checked_values(self.modality, example[MODALITY_INPUT[self.modality]]) for example in examples]
+        inputs = [check_example_values(self.modality, example[MODALITY_INPUT[self.modality]]) for example in examples]
         rng = self.rng if rng is None else rng
         if self.modality == "audio":
             return self._collate_audio(inputs, rng)
@@ -540,304 +677,17 @@ def random_affine(images: torch.Tensor, rng: np.random.Generator, degrees: float
     return torch.nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
 
-def num_masked_patches(config: Data2VecConfig, grid: tuple[int, int]) -> int:
-    """Patches masked per image: round(mask_prob * patches), at least 1 and leaving at least 1 visible."""
-    total = grid[0] * grid[1]
-    return int(min(max(round(config.mask_prob * total), 1), total - 1))
-
-
-def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict[str, torch.Tensor]:
-    """The modality's masks for a padded batch: what the collator adds, and what
-    `Data2VecForPreTraining.forward` draws when no mask is passed. Text also gets `masked_input_ids` (1.0).
-    data2vec 2.0: `clone_batch` masks per example, (batch, clone_batch, tokens)."""
-    c = config
-    attention = batch.get("attention_mask")
-    if attention is not None:  # the host copy the mask is drawn from: checking it costs no extra device sync
-        attention = attention.cpu()
-        values = batch[MODALITY_INPUT[c.modality]]
-        check_attention_mask(attention, values.shape, c.receptive_field if c.modality == "audio" else 1)
-    if c.algorithm == "data2vec2":
-        return _draw_data2vec2(c, rng, attention, batch)
-    if c.modality == "text":
-        ids = batch["input_ids"].cpu()
-        check_token_ids(ids, "input_ids", c.vocab_size, c.pad_token_id)
-        ids = ids.numpy()
-        real = np.ones(ids.shape, bool) if attention is None else attention.numpy().astype(bool)
-        special = [t for t in (c.bos_token_id, c.eos_token_id, c.pad_token_id) if t is not None]
-        mask = text_span_mask(real & ~np.isin(ids, special), c.mask_prob, c.mask_length, rng)
-        masked_ids = corrupt_text(
-            ids, mask, rng, c.mask_token_id, c.vocab_size, c.mask_random_token_prob, c.mask_leave_unmasked_prob,
-            special,
-        )
-        return {"masked_input_ids": torch.from_numpy(masked_ids), "bool_masked_pos": torch.from_numpy(mask)}
-    if c.modality == "vision":
-        pixel_values = batch["pixel_values"]
-        check_pixel_layout(pixel_values, c.num_channels)
-        grid = (pixel_values.shape[-2] // c.patch_size, pixel_values.shape[-1] // c.patch_size)
-        n = num_masked_patches(c, grid)
-        if c.mask_type == "random":
-            masks = [np.isin(np.arange(grid[0] * grid[1]), rng.choice(grid[0] * grid[1], n, replace=False))
-                     for _ in pixel_values]
-        else:
-            masks = [block_mask(grid, n, rng, c.mask_length, c.mask_min_aspect).reshape(-1) for _ in pixel_values]
-        return {"bool_masked_pos": torch.from_numpy(np.stack(masks))}
-    values = batch["input_values"]
-    samples = [values.shape[1]] * len(values) if attention is None else attention.sum(1).tolist()
-    frames = [c.num_audio_frames(int(n)) for n in samples]
-    mask = time_span_mask(frames, c.num_audio_frames(values.shape[1]), c.mask_prob, c.mask_length, rng)
-    return {"mask_time_indices": torch.from_numpy(mask)}
-
-
-def _draw_data2vec2(c: Data2VecConfig, rng: np.random.Generator, attention: torch.Tensor | None, batch) -> dict:
-    values = batch[MODALITY_INPUT[c.modality]]
-    B, grid, real = len(values), None, None
-    if c.modality == "vision":
-        check_pixel_layout(values, c.num_channels)
-        grid = (values.shape[-2] // c.patch_size, values.shape[-1] // c.patch_size)
-        T = grid[0] * grid[1]
-    elif c.modality == "text":
-        check_token_ids(values.cpu(), "input_ids", c.vocab_size, c.pad_token_id)
-        T = values.shape[1]
-        real = None if attention is None else attention.numpy().astype(bool)
-    else:
-        T = c.num_audio_frames(values.shape[1])
-        if attention is not None:
-            frames = c.num_audio_frames(attention.sum(1))
-            real = (torch.arange(T)[None, :] < frames[:, None]).numpy()
-    if real is not None:
-        real = np.repeat(real, c.clone_batch, axis=0)
-    mask = data2vec2_masks(c, B * c.clone_batch, T, rng, grid, real)
-    return {MASK_INPUT[c.modality]: torch.from_numpy(mask).reshape(B, c.clone_batch, T)}
-
-
-# ---- input checks ------------------------------------------------------------------------------------------
-# Value checks read tensors back to the host: they run on CPU tensors only (the collator, CPU inputs, host copies
-# made anyway), never inside an accelerator step. Shape checks cost nothing and run everywhere.
-
-
-def host_checks_are_free(tensor: torch.Tensor) -> bool:
-    """Whether reading `tensor`'s values back costs no device sync: a CPU tensor, outside torch.compile / tracing."""
-    return tensor.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-
-
-def check_token_ids(ids: torch.Tensor, name: str, size: int, pad_token_id: int | None = None) -> None:
-    """Refuses ids outside [0, size): `input_ids` against vocab_size, `token_type_ids` against type_vocab_size.
-    The embedding lookup would fail with a bare IndexError (a device-side assert on GPU)."""
-    if ids.numel() == 0 or ids.is_floating_point():
-        return
-    low, high = int(ids.min()), int(ids.max())
-    if low >= 0 and high < size:
-        return
-    bad = high if high >= size else low
-    where = (ids == bad).nonzero()[0].tolist()
-    at = f"example {where[0]}, position {where[1]}" if len(where) == 2 else f"index {where}"
-    types = name == "token_type_ids"
-    if bad < 0:
-        pad = "0" if types else f"pad_token_id ({pad_token_id})"
-        fix = f"a negative id is no token (-100 marks ignored labels, not inputs): pad {name} with {pad} instead"
-    elif types:
-        fix = (f"this model has {size} token type(s): drop token_type_ids "
-               f"(tokenizer(..., return_token_type_ids=False)) or use a config with type_vocab_size > {bad}")
-    else:
-        fix = ("the tokenizer does not match the model: tokenize with the model's own tokenizer, or use a config "
-               "whose vocab_size covers the tokenizer's ids (vocab_size >= len(tokenizer))")
-    field = "type_vocab_size" if types else "vocab_size"
-    raise ValueError(f"{name} holds {bad} at {at}, outside 0..{size - 1} (config.{field} = {size}): {fix}")
-
-
-_ADDITIVE = (
-    " If this is an additive mask (0 = attend, a large negative value = padding), convert it: (mask == 0).long()"
-)
-
-
-def check_attention_values(attention_mask: torch.Tensor) -> None:
-    """Refuses an attention_mask holding anything but 1 (real) and 0 (padding): an additive float mask (0 for
-    tokens, -1e4 or -inf for padding) would otherwise be read inverted."""
-    if attention_mask.dtype == torch.bool:
-        return
-    odd = (attention_mask != 0) & (attention_mask != 1)
-    if odd.any():
-        value = attention_mask[odd].min().item()
-        raise ValueError(
-            f"attention_mask holds {value:g}; it must be 1 for real tokens and 0 for padding."
-            + (_ADDITIVE if value < 0 else " Pass a 0 / 1 mask, e.g. (mask > 0).long()")
-        )
-
-
-def check_attention_mask(attention_mask: torch.Tensor, shape: Sequence[int], receptive_field: int = 1) -> None:
-    """Refuses an `attention_mask` that is not (batch, length) = `shape` of 1 (real) / 0 (padding): an additive
-    float mask (0 for tokens, -1e4 or -inf for padding) would be read inverted; refuses a batch with no real
-    position and examples that are all padding, naming them (audio: also those with fewer real samples than the
-    conv encoder's `receptive_field`, which yield no frame)."""
-    if tuple(attention_mask.shape) != tuple(shape):
-        raise ValueError(
-            f"attention_mask must be (batch, length) = {tuple(shape)}, like the input; "
-            f"got {tuple(attention_mask.shape)}"
-        )
-    check_attention_values(attention_mask)
-    hint = "." + _ADDITIVE if attention_mask.is_floating_point() else ""
-    real = attention_mask.bool().sum(1)  # (B,)
-    if not real.any():
-        raise ValueError(f"the batch has no real tokens: every attention_mask entry is 0 (all padding){hint}")
-    empty = (real == 0).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(
-            f"example(s) {empty[:5]} of the batch are all padding (attention_mask all 0): nothing to encode or "
-            f"predict there. Drop empty examples before batching (e.g. dataset.filter on their length){hint}"
-        )
-    short = (real < receptive_field).nonzero().flatten().tolist()
-    if short:
-        raise ValueError(
-            f"example(s) {short[:5]} of the batch have fewer real samples (attention_mask 1) than the conv feature "
-            f"encoder's receptive field ({receptive_field}), so no frame: drop such short examples before batching"
-        )
-
-
-def check_pixel_layout(pixel_values: torch.Tensor, num_channels: int) -> None:
-    """Refuses channels-last images, (batch, height, width, channels) or one (height, width, channels): the last
-    axis holds `num_channels` where the channel axis does not. A shape check: free anywhere."""
-    shape = tuple(pixel_values.shape)
-    if len(shape) not in (3, 4) or shape[-3] == num_channels or shape[-1] != num_channels:
-        return
-    batched = len(shape) == 4
-    got = "(batch, height, width, channels)" if batched else "(height, width, channels)"
-    want = "(batch, channels, height, width)" if batched else "(channels, height, width)"
-    permute = "permute(0, 3, 1, 2)" if batched else "permute(2, 0, 1)"
-    raise ValueError(
-        f"pixel_values of shape {shape} look channels-last, {got}; this model takes channels first, {want} "
-        f"(config.num_channels = {num_channels}): pass pixel_values.{permute} (or use an image processor that "
-        f"returns channels first)"
-    )
-
-
-def _all_finite(values: torch.Tensor) -> bool:
-    """No NaN / inf in `values`: a NaN or inf makes the sum NaN or inf, so a finite sum settles it in one pass without a
-    (N,) bool tensor (a 224 px batch of 128: 2 ms against 80 ms on a CPU core); a sum that overflowed is checked
-    exactly."""
-    return bool(torch.isfinite(torch.sum(values, dtype=torch.float32))) or bool(torch.isfinite(values).all())
-
-
-def check_batch(config: Data2VecConfig, batch: Mapping[str, torch.Tensor | None]) -> None:
-    """Refuses a batch data2vec cannot learn from, naming the fix: another modality's input, token ids outside the
-    vocabulary, channels-last images, an attention_mask that is not 1 / 0 (e.g. additive), no real token, an example
-    that is all padding, NaN / inf values, a mask of the wrong shape, one that selects nothing, or one that hides
-    a whole example.
-
-    Reads values back to the host: the collator calls it on CPU tensors, the model on CPU inputs (or when
-    asked), never inside an accelerator step by default."""
-    key = MODALITY_INPUT[config.modality]
-    values = batch.get(key)
-    if values is None:
-        found = [m for m, k in MODALITY_INPUT.items() if batch.get(k) is not None]
-        hint = f"got {found[0]} input ({MODALITY_INPUT[found[0]]})" if found else "got none"
-        raise ValueError(
-            f"a {config.modality} model needs {key}; {hint}. Use data of the model's modality, or a config whose "
-            f"modality matches the data."
-        )
-    if values.numel() == 0:
-        raise ValueError(f"{key} is empty (shape {tuple(values.shape)}): the batch has no examples")
-    if config.modality == "text":
-        for name in ("input_ids", "masked_input_ids"):
-            if batch.get(name) is not None:
-                check_token_ids(batch[name], name, config.vocab_size, config.pad_token_id)
-        if batch.get("token_type_ids") is not None:
-            check_token_ids(batch["token_type_ids"], "token_type_ids", config.num_token_types)
-    elif config.modality == "vision":
-        if values.dim() != 4:
-            raise ValueError(f"pixel_values must be (batch, channels, height, width); got shape {tuple(values.shape)}")
-        check_pixel_layout(values, config.num_channels)
-    attention = batch.get("attention_mask")
-    if attention is not None:
-        check_attention_mask(attention, values.shape, config.receptive_field if config.modality == "audio" else 1)
-    if values.is_floating_point() and not _all_finite(values):
-        raise ValueError(f"{key} holds NaN or inf values: clean or drop those examples")
-    mask = batch.get(MASK_INPUT[config.modality])
-    if mask is None:
-        return
-    mask = mask.bool()
-    if config.algorithm == "data2vec2":
-        _check_data2vec2_mask(config, values, attention, mask)
-        return
-    if config.modality == "text":
-        real = attention.bool() if attention is not None else torch.ones_like(mask)
-        if mask.shape != values.shape:
-            raise ValueError(f"bool_masked_pos must be (batch, tokens) = {tuple(values.shape)}; got {tuple(mask.shape)}")
-    elif config.modality == "audio":
-        frames = config.num_audio_frames(values.shape[1])
-        if mask.shape != (values.shape[0], frames):
-            raise ValueError(
-                f"mask_time_indices must be (batch, frames) = {(values.shape[0], frames)} for these waveforms; "
-                f"got {tuple(mask.shape)}"
-            )
-        samples = attention.long().sum(1) if attention is not None else torch.full((len(values),), values.shape[1])
-        real = torch.arange(frames)[None, :] < config.num_audio_frames(samples.cpu())[:, None]
-    else:
-        patches = (values.shape[-2] // config.patch_size) * (values.shape[-1] // config.patch_size)
-        if mask.reshape(len(mask), -1).shape != (values.shape[0], patches):
-            raise ValueError(
-                f"bool_masked_pos must be (batch, patches) = {(values.shape[0], patches)}; got {tuple(mask.shape)}"
-            )
-        mask = mask.reshape(len(mask), -1)
-        real = torch.ones_like(mask)
-    real = real.to(mask.device)
-    selected = (mask & real).sum(1)
-    if not selected.any():
-        raise ValueError(
-            f"the mask selects no position among the real {config.modality} positions, so there is nothing to "
-            f"predict: use longer examples, a larger mask_prob, or a mask with True where the student is blind"
-        )
-    full = (selected == real.sum(1)).nonzero().flatten().tolist()
-    if full:
-        raise ValueError(
-            f"the mask hides every real position of example(s) {full[:5]}: the student must see part of its input. "
-            f"Lower mask_prob or mask_length, or leave at least one position unmasked."
-        )
-
-
-
-def _check_data2vec2_mask(config: Data2VecConfig, values: torch.Tensor, attention, mask: torch.Tensor) -> None:
-    name = MASK_INPUT[config.modality]
-    if config.modality == "vision":
-        T = (values.shape[-2] // config.patch_size) * (values.shape[-1] // config.patch_size)
-    elif config.modality == "audio":
-        T = config.num_audio_frames(values.shape[1])
-    else:
-        T = values.shape[1]
-    want = (values.shape[0], config.clone_batch, T)
-    if tuple(mask.shape) != want:
-        raise ValueError(
-            f"data2vec 2.0 takes {name} as (batch, clone_batch, tokens) = {want}, one mask per copy of each example; "
-            f"got {tuple(mask.shape)} (DataCollatorForData2VecPretraining(config) draws them)"
-        )
-    keep = num_visible(config, T)
-    counts = (~mask).sum(-1)
-    if (counts != keep).any():
-        raise ValueError(
-            f"every data2vec 2.0 mask must leave exactly {keep} of {T} tokens visible (the student encodes the same "
-            f"number per copy; config mask_type={config.mask_type!r}, mask_prob={config.mask_prob}); got visible "
-            f"counts {sorted(set(counts.flatten().tolist()))[:5]}"
-        )
-    if attention is not None:
-        if config.modality == "audio":
-            frames = config.num_audio_frames(attention.long().sum(1).cpu())
-            real = torch.arange(T)[None, :] < frames[:, None]
-        else:
-            real = attention.bool().cpu()
-        seen = (real[:, None].to(mask.device) & ~mask).any(-1)  # (B, clone_batch)
-        if not seen.all():
-            rows = sorted({int(i) for i in (~seen).nonzero()[:, 0]})
-            raise ValueError(
-                f"a data2vec 2.0 mask hides every real token of example(s) {rows[:5]}: the student sees only padding "
-                f"there; use the collator's masks, which keep a real token visible"
-            )
-
-
 __all__ = [
     "DataCollatorForData2VecPretraining",
+    "MASKS",
+    "MaskLayout",
+    "MaskStrategy",
     "block_masks_1d",
     "block_masks_2d",
     "data2vec2_masks",
+    "mask_strategy",
     "num_visible",
+    "register_mask",
     "SeededBatch",
     "block_mask",
     "check_attention_mask",

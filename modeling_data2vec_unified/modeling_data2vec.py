@@ -26,16 +26,15 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from .configuration_data2vec import Data2VecConfig
-from .conversion import (
+from .checkpoint_files import (
     TRANSFORMERS_MODEL_TYPES,
     check_local_path,
     checkpoint_modality,
-    load_from_transformers,
     read_config_dict,
     unreadable_weights_error,
 )
-from .masking import (
+from .configuration_data2vec import Data2VecConfig
+from .input_checks import (
     MODALITY_INPUT,
     check_attention_mask,
     check_attention_values,
@@ -848,6 +847,8 @@ class Data2VecPreTrainedModel(PreTrainedModel):
                 cls._check_modality(config_dict.get("modality", "vision"), pretrained_model_name_or_path)
                 return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
             if model_type in TRANSFORMERS_MODEL_TYPES:
+                from .conversion import load_from_transformers  # the rename tables: only for these checkpoints
+
                 cls._check_modality(TRANSFORMERS_MODEL_TYPES[model_type], pretrained_model_name_or_path)
                 return load_from_transformers(cls, pretrained_model_name_or_path, config_dict, *model_args, **kwargs)
         except SafetensorError as error:  # safetensors names neither the file nor the fix

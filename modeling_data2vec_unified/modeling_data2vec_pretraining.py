@@ -20,7 +20,9 @@ from transformers.utils import ModelOutput
 
 from .configuration_data2vec import Data2VecConfig
 from .ema import EMATeacher
-from .masking import MASK_INPUT, check_batch, draw_mask, num_visible
+from .input_checks import MASK_INPUT, check_batch
+from .mask_types import num_visible
+from .masking import draw_mask
 from .modeling_data2vec import MODALITY_INPUTS, MODEL_CLASSES, Data2VecPreTrainedModel, FrontEndOutput
 
 
@@ -31,7 +33,7 @@ def _checkpoint_file(name_or_path, filename: str, kwargs: dict) -> str | None:
     """The path of `filename` in a local checkpoint folder or a Hub repo (downloaded), or None where it has none."""
     from transformers.utils import cached_file
 
-    from .conversion import _hub_kwargs
+    from .checkpoint_files import _hub_kwargs
 
     if name_or_path is None:
         return None
@@ -380,7 +382,7 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         one mask per copy. 1.0 text may add `masked_input_ids` (the student's view, e.g. BERT's 80/10/10), else every
         masked token becomes `<mask>`. Without a mask, masks are drawn from torch's global RNG.
 
-        `check_inputs` refuses bad batches with a clear error (see `masking.check_batch`); it reads values back
+        `check_inputs` refuses bad batches with a clear error (see `input_checks.check_batch`); it reads values back
         to the host, so by default it runs only for CPU inputs (on accelerators the collator has checked them).
         """
         if kwargs:

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from .masking import DataCollatorForData2VecPretraining
+from .modalities import MODALITY_INFO
 
-POOLING = {"vision": "mean", "text": "mean_std", "audio": "mean_std"}  # why: the module's docstring
+POOLING = {name: info.pooling for name, info in MODALITY_INFO.items()}  # why: the module's docstring
 POOLINGS = ("mean", "mean_std")
-RAW_FEATURES = {"vision": "the pixels, flattened", "audio": "log-power spectrogram (25 ms Hann windows, 10 ms hop): "
-                "mean and std over time", "text": "TF-IDF of the token ids (vocabulary: the probe's training texts)"}
+RAW_FEATURES = {name: info.raw_features for name, info in MODALITY_INFO.items()}
 SPECTROGRAM_WINDOW, SPECTROGRAM_HOP = 0.025, 0.010  # seconds
 
 

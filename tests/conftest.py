@@ -10,6 +10,12 @@ import modeling_data2vec_unified as d2v
 
 torch.set_num_threads(2)
 
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: real processes, multi-process runs, full default runs (over ~2 s each on 2 CPU cores); "
+                   "`pytest -m 'not slow'` is the fast loop, CI runs everything")
+
 TINY_ENCODER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
                     average_top_k_layers=2)
 TINY_FRONT = {

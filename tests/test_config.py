@@ -126,14 +126,15 @@ def test_values_are_type_and_range_checked(kwargs, message):
 
 def test_the_type_hints_allow_exactly_the_values_the_checks_allow():
     """The config's Literal type hints and its value tables (CHOICES, MASK_TYPES) agree: one source of the allowed
-    values must not be narrower than the other (the audit found 'inverse_block' missing from mask_type's hint)."""
+    values must not be narrower than the other (the audit found 'inverse_block' missing from mask_type's hint).
+    mask_type's and teacher_scope's hints are their tables' own source (mask_types.MaskType, TeacherScope)."""
     import typing
 
     from modeling_data2vec_unified import configuration_data2vec as cfg
 
-    namespace = {**vars(cfg), **vars(typing)}
+    namespace = {**vars(typing), **vars(cfg)}
     hints = {name: eval(hint, namespace) if isinstance(hint, str) else hint  # noqa: S307 - the package's own hints
-             for name, hint in cfg.Data2VecConfig.__annotations__.items() if "Literal" in str(hint)}
+             for name, hint in cfg.Data2VecConfig.__annotations__.items()}
 
     def literal_values(hint) -> set:
         out = set()
@@ -143,6 +144,45 @@ def test_the_type_hints_allow_exactly_the_values_the_checks_allow():
 
     mask_types = {t for per_modality in cfg.MASK_TYPES.values() for types in per_modality.values() for t in types}
     assert literal_values(hints["mask_type"]) == mask_types
+    assert literal_values(hints["teacher_scope"]) == {"encoder", "model", "model_except_feature_encoder"}
     for name, allowed in cfg.CHOICES.items():
         if name in hints and literal_values(hints[name]):
             assert literal_values(hints[name]) == set(allowed), name
+
+
+def _documented_mask_types(text: str) -> dict:
+    """{algorithm: {modality: names}} from every "`mask_type` ... 1.0, text: `a`; vision: `b` or `c`; audio: `d`"
+    in a doc; a name may carry a remark in parentheses."""
+    import re
+
+    name = r"`[a-z_]+`(?: \((?:[^()]|\([^()]*\))*\))?"
+    names = rf"{name}(?:(?:, | or ){name})*"
+    found = {}
+    for m in re.finditer(rf"`mask_type`\W*(1\.0|2\.0), text: ({names}); vision: ({names}); audio: ({names})", text):
+        algorithm = {"1.0": "data2vec", "2.0": "data2vec2"}[m[1]]
+        found[algorithm] = {modality: tuple(re.findall(r"(?:^|, | or )`([a-z_]+)`", m[i]))
+                            for i, modality in ((2, "text"), (3, "vision"), (4, "audio"))}
+    return found
+
+
+def test_the_mask_registry_and_the_docs_name_the_allowed_mask_types():
+    """One source of mask_type's values (mask_types.py): the type hint allows exactly the names of MASK_TYPES, a
+    strategy is registered (masking.MASKS) for every algorithm / modality / name it allows and for nothing else, and
+    the docs' mask_type entries (docs/pretraining.md's knob tables, docs/architecture.md's field table) name exactly
+    the values each algorithm and modality accepts."""
+    from pathlib import Path
+    from typing import get_args
+
+    from modeling_data2vec_unified.mask_types import MASK_TYPES, MaskType
+    from modeling_data2vec_unified.masking import MASKS
+
+    assert {t for per in MASK_TYPES.values() for types in per.values() for t in types} == set(get_args(MaskType))
+    allowed = {(a, m, t) for a, per in MASK_TYPES.items() for m, types in per.items() for t in types}
+    assert set(MASKS) == allowed
+    docs = Path(__file__).parents[1] / "docs"
+    for doc in ("pretraining.md", "architecture.md"):
+        documented = _documented_mask_types((docs / doc).read_text())
+        assert documented.keys() == MASK_TYPES.keys(), (doc, documented)
+        for algorithm, per_modality in MASK_TYPES.items():
+            for modality, types in per_modality.items():
+                assert set(documented[algorithm][modality]) == set(types), (doc, algorithm, modality)

@@ -329,7 +329,7 @@ def test_small_audio_and_image_folders_are_decoded_once(tmp_path, monkeypatch):
     from modeling_data2vec_unified.trainer import Data2VecPretrainer, PretrainingArguments
 
     reads = count_calls(monkeypatch, soundfile, "read")
-    images = count_calls(monkeypatch, d2v.data, "_process_images", lambda processor, batch: len(batch))
+    images = count_calls(monkeypatch, d2v.data.preparation, "process_images", lambda processor, batch: len(batch))
     write_clips(tmp_path / "clips")
     soundfile.write(tmp_path / "clips" / "cars" / "e.wav", tone(250, 1.0, 44100), 44100)  # resampled, once
     write_images(tmp_path / "pets", {"cat": [(20, 20, "RGB", ".png")] * 4, "dog": [(24, 16, "RGB", ".jpg")] * 4})
@@ -563,7 +563,7 @@ def test_bad_columns_and_settings_name_the_fix(data_of_each_kind, tmp_path):
 
 def test_no_probe_prepares_no_probe_examples(image_folder, tmp_path, monkeypatch):
     """Issue 13, item 6: `--no_probe` decodes none of the probe's examples (up to 2000 images at start-up before)."""
-    import modeling_data2vec_unified.data as data_module
+    import modeling_data2vec_unified.data.mapstyle as data_module
 
     config = tiny_config("vision", image_size=16, patch_size=4)
 

@@ -22,7 +22,8 @@ from modeling_data2vec_unified.conversion import example_inputs
 from conftest import tiny_config
 
 CODE = {"configuration_data2vec.py", "modeling_data2vec.py", "modeling_data2vec_heads.py",
-        "modeling_data2vec_pretraining.py", "ema.py", "masking.py", "conversion.py", "sharing.py"}
+        "modeling_data2vec_pretraining.py", "ema.py", "masking.py", "conversion.py", "sharing.py",
+        "mask_types.py", "input_checks.py", "checkpoint_files.py", "modalities.py"}
 
 # (class, auto class name, config overrides)
 MODELS = {

@@ -17,12 +17,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from ..masking import MODALITY_INPUT, SeededBatch
+from ..masking import SeededBatch
+from ..modalities import MODALITY_INFO
 from ..modeling_data2vec_pretraining import Data2VecForPreTraining, _eval_mode
 from .arguments import PretrainingArguments
 from .checkpointing import _rng_untouched
 from .metrics import MetricsReporter
-from .recipes import COLLAPSE_REMEDIES
 
 logger = logging.getLogger("modeling_data2vec_unified.trainer")
 
@@ -98,7 +98,7 @@ class Evaluation:
         """Linear probe (held-out accuracy) of the pretrained student `model`, the same architecture at its random
         initialisation, and the raw inputs; printed and written to output_dir/probe.json. Returns the accuracies as
         probe_* metrics."""
-        from ..probe import RAW_FEATURES, describe_features, linear_probe, raw_input_probe
+        from ..probe import describe_features, linear_probe, raw_input_probe
 
         args, probe, config = self.args, self.data.probe, model.config
         pretrained = linear_probe(model.data2vec, probe.train, probe.test, top_layers=(2, 1))
@@ -110,7 +110,7 @@ class Evaluation:
             "pretrained_last_layer": pretrained[1],
             "random_init_last_layer": random_init[1],
             "features": describe_features(config.modality, (2, 1)),
-            "raw_inputs_features": RAW_FEATURES[config.modality],
+            "raw_inputs_features": MODALITY_INFO[config.modality].raw_features,
             "train_examples": len(probe.train), "test_examples": len(probe.test), "steps": steps,
             "dataset": self.data.description,
         }
@@ -157,7 +157,7 @@ class HealthCheck:
             logger.info("the representation health check (--monitor_steps) is off with %s",
                         "--streaming" if streaming else "--fsdp")
             return None
-        keep = (MODALITY_INPUT[args.modality], "attention_mask")
+        keep = (MODALITY_INFO[args.modality].input_name, "attention_mask")
         return [{k: v for k, v in train[i].items() if k in keep} for i in range(min(args.monitor_examples, len(train)))]
 
     def due(self, step: int, end: int) -> bool:
@@ -202,5 +202,5 @@ class HealthCheck:
                     "target_var / pred_var watches positions, not examples), so a probe or a fine-tuned classifier "
                     "has little to go on. What to try: %s; a lower --learning_rate; a slower teacher (ema_decay / "
                     "ema_end_decay closer to 1). See docs/training.md, 'What to watch in curves.png'.",
-                    step, "; ".join(new), COLLAPSE_REMEDIES[model.config.modality])
+                    step, "; ".join(new), MODALITY_INFO[model.config.modality].collapse_remedy)
         acc.wait_for_everyone()

@@ -37,16 +37,10 @@ TINY_RECIPES_V2: dict[str, dict] = {
                   clone_batch=4, decoder_dim=64, decoder_layers=3, decoder_groups=4, average_top_k_layers=3,
                   ema_decay=0.99, ema_end_decay=0.999),
 }
-# what to try first when the representation health check sees a collapse, by modality
-COLLAPSE_REMEDIES = {
-    "audio": "on steady sounds (tones, hums, chirps) the conv front end forgets what instance-normed targets drop: "
-             "--config_overrides teacher_scope=model or feature_grad_mult=0 (docs/pretraining.md, 'Steady sounds')",
-    "text": "target_layer_norm=instance (if changed) and more masking (mask_prob)",
-    "vision": "more masking (mask_prob) or the layer-normed targets of the recipe (target_layer_norm=layer)",
-}
-
 # the built-in digits are 8x8 grey images, upsampled to 16x16 and cut into 4x4 patches
 BUILTIN_VISION = dict(image_size=16, patch_size=4, num_channels=1)
+# what the built-in data of each modality fixes in the config (the others take any shape the recipe has)
+BUILTIN_FIELDS: dict[str, dict] = {"vision": BUILTIN_VISION}
 
 # training defaults that depend on the size: (learning rate, per-device batch, max steps) per modality;
 # base learning rates are data2vec's (text 2e-4, vision 2e-3 at batch 2048, audio 5e-4)

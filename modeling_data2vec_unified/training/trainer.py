@@ -45,7 +45,8 @@ from accelerate.utils import DistributedType, set_seed
 from transformers import HfArgumentParser, get_scheduler
 
 from ..configuration_data2vec import Data2VecConfig
-from ..masking import MASK_INPUT, MODALITY_INPUT, DataCollatorForData2VecPretraining, SeededBatch
+from ..masking import DataCollatorForData2VecPretraining, SeededBatch
+from ..modalities import MODALITY_INFO
 from ..modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining
 from ..optimization import parameter_groups
 from .arguments import _launcher_processes, parse_overrides, precision_source, PretrainingArguments
@@ -61,17 +62,18 @@ from .parallel import (
     gather_full_model,
     take_accelerate_dynamo,
 )
-from .recipes import BUILTIN_VISION, MODEL_SIZES, TINY_RECIPES, TINY_RECIPES_V2
+from .recipes import BUILTIN_FIELDS, MODEL_SIZES, TINY_RECIPES, TINY_RECIPES_V2
 from .stopping import resume_command, Stopper
 
-# named after the package even when this module runs as __main__ (python -m modeling_data2vec_unified.trainer)
+# every module of training/ logs as "modeling_data2vec_unified.trainer": the one name users filter the run's log by
 logger = logging.getLogger("modeling_data2vec_unified.trainer")
+
 
 def _fit_tokenizer_length(processor, config) -> None:
     """A text tokenizer saved with the run says how many tokens the model takes (`model_max_length`, which
     `truncation=True` cuts to); a tokenizer trained here would otherwise say 1e30 and let longer inputs reach the
     position table."""
-    if config.modality == "text" and hasattr(processor, "model_max_length"):
+    if MODALITY_INFO[config.modality].processor == "tokenizer" and hasattr(processor, "model_max_length"):
         capacity = config.max_position_embeddings - (config.pad_token_id or 0) - 1
         processor.model_max_length = min(processor.model_max_length, capacity)
 
@@ -141,8 +143,8 @@ def build_config(args: PretrainingArguments) -> Data2VecConfig:
             fields.pop("average_top_k_layers", None)  # 2.0's share of the layers (default_top_k), unless the recipe
         if args.model_size == "tiny":
             fields.update((TINY_RECIPES_V2 if v2 else TINY_RECIPES)[args.modality])
-        if args.modality == "vision" and args.dataset == "builtin":
-            fields.update(BUILTIN_VISION)
+        if args.dataset == "builtin":
+            fields.update(BUILTIN_FIELDS.get(args.modality, {}))
         config = Data2VecConfig(modality=args.modality, algorithm=args.algorithm, **fields)
     _check_modality(args, config)
     apply_config_updates(config, {**parse_overrides(args.config_overrides), **_ema_fields(args)})
@@ -195,6 +197,30 @@ def apply_config_updates(config: Data2VecConfig, updates: dict) -> None:
     config.validate_architecture()
 
 
+def build_accelerator(args: PretrainingArguments, ddp: DistributedDataParallelKwargs) -> Accelerator:
+    """The run's `Accelerator` (precision, CPU or not, trackers), checked against how the processes were launched."""
+    trackers = [] if args.report_to in ("none", "") else args.report_to.split(",")
+    # accelerate keeps one global state per process: let a second trainer in the same process (a notebook, the
+    # tests) choose another precision; the distributed setup (PartialState) is kept
+    AcceleratorState._reset_state(reset_partial_state=False)
+    # several processes launched on a machine without an accelerator: accelerate sets up a distributed CPU run
+    # only when told `cpu` (else each process would train alone, as rank 0, into the same output_dir)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    acc = Accelerator(mixed_precision=args.mixed_precision,
+                      cpu=args.cpu or (launched > 1 and not torch.accelerator.is_available()),
+                      project_dir=args.output_dir, log_with=trackers or None, kwargs_handlers=[ddp])
+    if launched != acc.num_processes:
+        raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but accelerate set up "
+                           f"{acc.num_processes}: check the launcher's settings (accelerate config)")
+    asked = _launcher_processes()
+    if asked and asked > acc.num_processes:
+        logger.warning(
+            f"`accelerate launch` was asked for {asked} processes but started {acc.num_processes}: on "
+            "a machine without GPUs it starts one (its MULTI_CPU mode needs MPI). For several CPU processes use "
+            "`torchrun --nproc_per_node N -m modeling_data2vec_unified.trainer ...` (docs/training.md)")
+    return acc
+
+
 def load_init_from(args: PretrainingArguments) -> Data2VecForPreTraining:
     """--init_from: a model (ours or transformers' checkpoints), checked to be of this modality and algorithm, with
     --config_overrides and the EMA flags applied."""
@@ -208,7 +234,8 @@ def load_init_from(args: PretrainingArguments) -> Data2VecForPreTraining:
 def load_data(args: PretrainingArguments, config: Data2VecConfig, accelerator: Accelerator):
     """The pretraining data --dataset names (a `PretrainingData`): streamed with --streaming (this process's share
     of the shards), else loaded once (the main process first: downloads and `datasets` caches are shared)."""
-    text_processor = args.init_from if args.modality == "text" else None  # a text checkpoint's tokenizer
+    # a text checkpoint's tokenizer
+    text_processor = args.init_from if MODALITY_INFO[args.modality].processor == "tokenizer" else None
     common = dict(dataset_config_name=args.dataset_config_name, split=args.dataset_split,
                   processor=args.processor or text_processor, column=args.column, max_seq_length=args.max_seq_length,
                   tokenizer_vocab_size=args.tokenizer_vocab_size, skip_bad_examples=args.skip_bad_examples,
@@ -298,11 +325,12 @@ class Data2VecPretrainer:
     def __init__(self, args: PretrainingArguments, model: Data2VecForPreTraining | None = None, data=None):
         if model is not None and args.algorithm is None:  # a model passed in brings its algorithm
             args = dataclasses.replace(args, algorithm=model.config.algorithm)
-        self._precision_from = precision_source(args)
+        self.precision_from = precision_source(args)
         self.args = args = args.resolve()
         if model is not None:
             _check_modality(args, model.config)
-        self.accelerator = acc = self._accelerator()
+        self._ddp = DistributedDataParallelKwargs()  # find_unused_parameters is set once the model is known
+        self.accelerator = acc = build_accelerator(args, self._ddp)
         take_accelerate_dynamo(acc, args)
         set_seed(args.seed)  # the same initial weights on every process
         model = load_init_from(args) if model is None and args.init_from else model
@@ -337,30 +365,6 @@ class Data2VecPretrainer:
         self.hub_repo_id = self._check_hub() if args.push_to_hub else None
         if acc.is_main_process:
             logger.info("%s", self.summary())
-
-    def _accelerator(self) -> Accelerator:
-        args = self.args
-        trackers = [] if args.report_to in ("none", "") else args.report_to.split(",")
-        self._ddp = DistributedDataParallelKwargs()  # find_unused_parameters is set once the model is known
-        # accelerate keeps one global state per process: let a second trainer in the same process (a notebook, the
-        # tests) choose another precision; the distributed setup (PartialState) is kept
-        AcceleratorState._reset_state(reset_partial_state=False)
-        # several processes launched on a machine without an accelerator: accelerate sets up a distributed CPU run
-        # only when told `cpu` (else each process would train alone, as rank 0, into the same output_dir)
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
-        acc = Accelerator(mixed_precision=args.mixed_precision,
-                          cpu=args.cpu or (launched > 1 and not torch.accelerator.is_available()),
-                          project_dir=args.output_dir, log_with=trackers or None, kwargs_handlers=[self._ddp])
-        if launched != acc.num_processes:
-            raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but accelerate set up "
-                               f"{acc.num_processes}: check the launcher's settings (accelerate config)")
-        asked = _launcher_processes()
-        if asked and asked > acc.num_processes:
-            logger.warning(
-                f"`accelerate launch` was asked for {asked} processes but started {acc.num_processes}: on "
-                "a machine without GPUs it starts one (its MULTI_CPU mode needs MPI). For several CPU processes use "
-                "`torchrun --nproc_per_node N -m modeling_data2vec_unified.trainer ...` (docs/training.md)")
-        return acc
 
     def _model(self, model: Data2VecForPreTraining | None, config: Data2VecConfig) -> Data2VecForPreTraining:
         """The model passed in / loaded (checked to fit the data's processor), or a fresh one from `config` (with what
@@ -406,34 +410,8 @@ class Data2VecPretrainer:
         return self.health.start
 
     def summary(self) -> str:
-        """The run in a few lines, logged at start-up: data, model, optimisation, where the results go."""
-        args, acc, c = self.args, self.accelerator, self.config
-        batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * acc.num_processes
-        start = (f"resuming {self.resume_from}" if self.resume_from else
-                 f"from {args.init_from}" if args.init_from else "from random initialisation")
-        return "\n".join([
-            f"data2vec-pretrain: {c.modality}, {c.algorithm}" + (f" ({c.clone_batch} masked copies per sample)"
-                                                                 if c.clone_batch > 1 else ""),
-            f"  data:   {self.data.description}; "
-            + (f"{self.data.train.n_shards} shard(s) for this process" if self.streaming else
-               f"{len(self.data.train)} examples")
-            + ("" if self.data.probe is None else
-               f"; probe {len(self.data.probe.train)} / {len(self.data.probe.test)} (train / held out)")
-            + ("" if self.validation is None else
-               f"; validation {len(self.validation)} (" + (f"split {args.validation_split}" if args.validation_split
-                                                           else f"{args.validation_split_percentage:g}% held out")
-               + f", eval_loss every {args.eval_steps} steps)"),
-            f"  model:  {args.model_size if not (args.config or args.init_from) else 'as loaded'}, hidden "
-            f"{c.hidden_size} x {c.num_hidden_layers} layers, {self.model.num_parameters() / 1e6:.2f}M parameters, "
-            f"{start}",
-            f"  train:  {args.max_steps} steps x {batch} examples ({args.per_device_train_batch_size} per device x "
-            f"{args.gradient_accumulation_steps} accumulation x {acc.num_processes} processes), lr "
-            f"{args.learning_rate:g} ({args.lr_scheduler_type}, {args.warmup_steps} warm-up steps), precision "
-            f"{args.mixed_precision} ({self._precision_from}), {acc.device}"
-            + (f", FSDP (student, teacher and AdamW sharded over {acc.num_processes} processes)" if self.fsdp else "")
-            + (f", torch.compile ({args.torch_compile_backend})" if args.torch_compile else ""),
-            f"  output: {Path(args.output_dir).resolve()} (checkpoints every {args.save_steps} steps)",
-        ])
+        """The run in a few lines, logged at start-up (`describe_run`)."""
+        return describe_run(self)
 
     def _check_hub(self) -> str:
         """--push_to_hub: the token and the repo are checked (the repo created) at start-up, on the main process."""
@@ -543,7 +521,7 @@ class Data2VecPretrainer:
 
     def _steps(self, end: int, progress, batches, tally: StepTally) -> dict:
         args, acc = self.args, self.accelerator
-        input_name = MODALITY_INPUT[self.config.modality]
+        input_name = MODALITY_INFO[self.config.modality].input_name
         samples, clock, metrics = 0, self._loop_start, {}
         while self.state.global_step < end:
             step = self.state.global_step + 1
@@ -724,6 +702,38 @@ class Data2VecPretrainer:
         logger.info("pushed %d files to %s", n, repo_id)
         return repo_id
 
+
+def describe_run(trainer: Data2VecPretrainer) -> str:
+    """The run in a few lines: data, model, optimisation, where the results go."""
+    args, acc, c = trainer.args, trainer.accelerator, trainer.config
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * acc.num_processes
+    start = (f"resuming {trainer.resume_from}" if trainer.resume_from else
+             f"from {args.init_from}" if args.init_from else "from random initialisation")
+    return "\n".join([
+        f"data2vec-pretrain: {c.modality}, {c.algorithm}" + (f" ({c.clone_batch} masked copies per sample)"
+                                                             if c.clone_batch > 1 else ""),
+        f"  data:   {trainer.data.description}; "
+        + (f"{trainer.data.train.n_shards} shard(s) for this process" if trainer.streaming else
+           f"{len(trainer.data.train)} examples")
+        + ("" if trainer.data.probe is None else
+           f"; probe {len(trainer.data.probe.train)} / {len(trainer.data.probe.test)} (train / held out)")
+        + ("" if trainer.validation is None else
+           f"; validation {len(trainer.validation)} (" + (f"split {args.validation_split}" if args.validation_split
+                                                       else f"{args.validation_split_percentage:g}% held out")
+           + f", eval_loss every {args.eval_steps} steps)"),
+        f"  model:  {args.model_size if not (args.config or args.init_from) else 'as loaded'}, hidden "
+        f"{c.hidden_size} x {c.num_hidden_layers} layers, {trainer.model.num_parameters() / 1e6:.2f}M parameters, "
+        f"{start}",
+        f"  train:  {args.max_steps} steps x {batch} examples ({args.per_device_train_batch_size} per device x "
+        f"{args.gradient_accumulation_steps} accumulation x {acc.num_processes} processes), lr "
+        f"{args.learning_rate:g} ({args.lr_scheduler_type}, {args.warmup_steps} warm-up steps), precision "
+        f"{args.mixed_precision} ({trainer.precision_from}), {acc.device}"
+        + (f", FSDP (student, teacher and AdamW sharded over {acc.num_processes} processes)" if trainer.fsdp else "")
+        + (f", torch.compile ({args.torch_compile_backend})" if args.torch_compile else ""),
+        f"  output: {Path(args.output_dir).resolve()} (checkpoints every {args.save_steps} steps)",
+    ])
+
+
 def pretraining_info(args: PretrainingArguments, dataset: str, steps: int, num_processes: int, probe: dict) -> dict:
     """What the run was, for the model card and for whoever fine-tunes the result (`probe`: the final probe's
     probe_* metrics, or empty)."""
@@ -764,12 +774,14 @@ def _split_validation(data, percentage: float, seed: int):
 
 def _count_tokens(config: Data2VecConfig, batch: dict) -> torch.Tensor:
     """Positions the student encodes in a batch (text tokens, image patches, audio frames; data2vec 2.0: the visible
-    ones of every copy): a float on the batch's device, summed there (reading it would be a host sync)."""
+    ones of every copy): a float on the batch's device, summed there (reading it would be a host sync). Padding is
+    not counted where the attention mask is per position (text); audio's is per sample, its frames all count."""
+    mask = batch[MODALITY_INFO[config.modality].mask_input]
     if config.algorithm == "data2vec2":
-        return (~batch[MASK_INPUT[config.modality]].bool()).sum().float()
-    if config.modality == "text":
-        return batch["attention_mask"].sum().float()
-    mask = batch["bool_masked_pos" if config.modality == "vision" else "mask_time_indices"]
+        return (~mask.bool()).sum().float()
+    attention = batch.get("attention_mask")
+    if attention is not None and attention.shape == mask.shape:
+        return attention.sum().float()
     return torch.full((), float(mask.numel()), device=mask.device)
 
 
