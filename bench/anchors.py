@@ -377,7 +377,7 @@ def finetune_data2vec(modality: str, run_dir: Path, reference_dir: Path, epochs:
     from transformers import AutoModel
 
     from modeling_data2vec_unified.masking import DataCollatorForData2VecPretraining
-    from modeling_data2vec_unified.probe import _real_positions
+    from modeling_data2vec_unified.probe import real_positions
 
     _, _, data = reference_data(modality, reference_dir, seed)
     scores = {}
@@ -393,7 +393,7 @@ def finetune_data2vec(modality: str, run_dir: Path, reference_dir: Path, epochs:
             batch = collator.collate_inputs(examples)
             states = model(**batch, output_hidden_states=True).hidden_states
             hidden = torch.stack(states[-2:]).mean(0)
-            return hidden, _real_positions(model.config, batch, hidden.shape[1], hidden.device)
+            return hidden, real_positions(model.config, batch, hidden.shape[1], hidden.device)
 
         scores[name] = finetune(encode, model, data.probe, modality, epochs, seed)
     return scores

@@ -20,7 +20,7 @@ from transformers import AutoModel
 
 import modeling_data2vec_unified as d2v
 from modeling_data2vec_unified.masking import DataCollatorForData2VecPretraining
-from modeling_data2vec_unified.probe import POOLINGS, _real_positions, pool, probe_accuracy
+from modeling_data2vec_unified.probe import POOLINGS, real_positions, pool, probe_accuracy
 
 
 @torch.no_grad()
@@ -32,7 +32,7 @@ def layer_features(model, examples: list[dict], batch_size: int = 64) -> dict[st
     for start in range(0, len(examples), batch_size):
         batch = collator.collate_inputs(examples[start : start + batch_size])
         states = model(**batch, output_hidden_states=True).hidden_states
-        real = _real_positions(config, batch, states[-1].shape[1], "cpu")
+        real = real_positions(config, batch, states[-1].shape[1], "cpu")
         views = [(f"L{i}", h) for i, h in enumerate(states)]
         views += [(f"top{k}", torch.stack(states[-k:]).mean(0)) for k in (2, 3)] + [("all", torch.stack(states).mean(0))]
         for name, hidden in views:

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from modeling_data2vec_unified import trainer  # noqa: E402
 from modeling_data2vec_unified.masking import DataCollatorForData2VecPretraining  # noqa: E402
-from modeling_data2vec_unified.modeling_data2vec_pretraining import Data2VecForPreTraining, _eval_mode  # noqa: E402
+from modeling_data2vec_unified.modeling_data2vec_pretraining import Data2VecForPreTraining, eval_mode  # noqa: E402
 from modeling_data2vec_unified.probe import pool, probe_accuracy  # noqa: E402
-from modeling_data2vec_unified.training.checkpointing import _rng_untouched  # noqa: E402
+from modeling_data2vec_unified.training.checkpointing import rng_untouched  # noqa: E402
 
 TOKENS, POSITIONS = 50, 6000
 
@@ -128,7 +128,7 @@ class Diagnosis:
 
     @torch.no_grad()
     def data2vec(self, model: Data2VecForPreTraining, step: int) -> dict:
-        with _eval_mode(model):
+        with eval_mode(model):
             row = self.encoder(lambda ids, m: model.data2vec(ids, attention_mask=m, output_hidden_states=True)
                                .hidden_states, step, "data2vec")
             batch = {k: v for k, v in self.batch.items() if k in ("input_ids", "attention_mask")}
@@ -183,7 +183,7 @@ def main(argv=None) -> None:
         began = time.perf_counter()
         if diag is None:
             diag = Diagnosis(self.data, self.config, args.seed)
-            with _rng_untouched(self.accelerator.device):  # building a model draws: not the run's RNG
+            with rng_untouched(self.accelerator.device):  # building a model draws: not the run's RNG
                 initial = Data2VecForPreTraining(self.config)
             initial.load_state_dict(self._initial_encoder_state)
             diag.data2vec(initial, 0)

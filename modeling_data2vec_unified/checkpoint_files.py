@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ TRANSFORMERS_MODEL_TYPES = {"data2vec-text": "text", "data2vec-vision": "vision"
 HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
 
 
-def _hub_kwargs(kwargs: dict) -> dict:
+def hub_kwargs(kwargs: dict) -> dict:
     return {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
 
 
@@ -51,7 +52,7 @@ def _unreadable_safetensors(pretrained_model_name_or_path, **kwargs) -> list[str
     """The safetensors files of a local folder, or already in the Hub cache, that cannot be opened."""
     from safetensors import safe_open
 
-    hub = _hub_kwargs(kwargs)
+    hub = hub_kwargs(kwargs)
     folder = Path(pretrained_model_name_or_path, hub.get("subfolder") or "")
     if folder.is_dir():
         files = sorted(str(f) for f in folder.glob("*.safetensors"))
@@ -92,7 +93,7 @@ def unreadable_weights_error(pretrained_model_name_or_path, error: Exception, **
 def read_config_dict(pretrained_model_name_or_path, **kwargs) -> dict:
     """config.json of a local folder or Hub repo, whatever model it describes."""
     check_local_path(pretrained_model_name_or_path)
-    config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **_hub_kwargs(kwargs))
+    config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs(kwargs))
     return config_dict
 
 
@@ -118,7 +119,7 @@ def read_state_dict(pretrained_model_name_or_path, **kwargs) -> dict[str, torch.
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    hub = _hub_kwargs(kwargs)
+    hub = hub_kwargs(kwargs)
     for filename in _WEIGHT_FILES:
         path = cached_file(
             pretrained_model_name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub
@@ -145,3 +146,27 @@ def read_state_dict(pretrained_model_name_or_path, **kwargs) -> dict[str, torch.
 
 __all__ = ["TRANSFORMERS_MODEL_TYPES", "check_local_path", "checkpoint_modality", "read_config_dict", "read_state_dict",
            "unreadable_weights_error"]
+
+
+# what turns a transformers Data2Vec* checkpoint into one of this package's models: `conversion` registers its loader
+# here when it is imported (`import modeling_data2vec_unified` imports it), so that the models do not import the
+# conversion's rename tables themselves
+TRANSFORMERS_LOADER: dict[str, Callable] = {}
+
+
+def register_transformers_loader(loader: Callable) -> Callable:
+    """Makes `loader(cls, path, config_dict, *model_args, **kwargs)` the one `load_transformers_checkpoint` calls."""
+    TRANSFORMERS_LOADER["load"] = loader
+    return loader
+
+
+def load_transformers_checkpoint(cls, pretrained_model_name_or_path, config_dict: dict, *model_args, **kwargs):
+    """`cls.from_pretrained` of a transformers Data2Vec* checkpoint (its `config_dict` read already), converted to
+    this package's layout by the registered loader (`conversion.load_from_transformers`)."""
+    if "load" not in TRANSFORMERS_LOADER:
+        raise ValueError(
+            f"{pretrained_model_name_or_path} is a transformers Data2Vec checkpoint ({config_dict.get('model_type')}): "
+            "converting it needs the modeling_data2vec_unified package (`pip install modeling_data2vec_unified`, then "
+            "`import modeling_data2vec_unified`), which a folder saved with its code does not carry"
+        )
+    return TRANSFORMERS_LOADER["load"](cls, pretrained_model_name_or_path, config_dict, *model_args, **kwargs)

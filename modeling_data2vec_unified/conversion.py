@@ -18,11 +18,12 @@ import torch
 from .checkpoint_files import (  # noqa: F401  (re-exported: their home before checkpoint_files.py)
     HUB_KWARGS,
     TRANSFORMERS_MODEL_TYPES,
-    _hub_kwargs,
+    hub_kwargs,
     check_local_path,
     checkpoint_modality,
     read_config_dict,
     read_state_dict,
+    register_transformers_loader,
     unreadable_weights_error,
 )
 from .configuration_data2vec import MODALITY_DEFAULTS, Data2VecConfig
@@ -197,10 +198,10 @@ def convert_state_dict(modality: str, state_dict: dict[str, torch.Tensor]) -> tu
         raise ValueError(
             f"cannot map these {modality} weights onto Data2Vec{modality.capitalize()}Model: {sorted(unknown)}"
         )
-    return _fuse_qkv(renamed), head
+    return fuse_qkv(renamed), head
 
 
-def _fuse_qkv(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fuse_qkv(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Step 3: `...qkv.weight:q|k|v` -> one `...qkv.weight` (3D, D); a missing key bias becomes zeros."""
     out, parts = {}, {}
     for key, value in weights.items():
@@ -225,6 +226,7 @@ def _fuse_qkv(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+@register_transformers_loader
 def load_from_transformers(cls, pretrained_model_name_or_path, config_dict: dict, *model_args, **kwargs):
     """`cls.from_pretrained` for a transformers Data2Vec* checkpoint: config, rename, fuse, load strictly."""
     config = config_from_transformers(config_dict)

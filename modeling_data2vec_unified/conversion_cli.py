@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModel, AutoModelForCTC, AutoModelForImageClassification, AutoModelForPreTraining
 
 from .configuration_data2vec import Data2VecConfig
-from .conversion import _hub_kwargs, checkpoint_modality, example_inputs, max_output_difference, read_config_dict
+from .conversion import hub_kwargs, checkpoint_modality, example_inputs, max_output_difference, read_config_dict
 from .modeling_data2vec import MODEL_CLASSES
 from .modeling_data2vec_pretraining import TEACHER_WEIGHTS
 
@@ -48,7 +48,7 @@ def convert_checkpoint(source, destination, check: bool = True, atol: float = 1e
     ours, theirs = _classes_for(source, config_dict, modality, encoder_only)
     model = ours.from_pretrained(source, **kwargs)
     if check:
-        reference = theirs.from_pretrained(source, **_hub_kwargs(kwargs)).float()
+        reference = theirs.from_pretrained(source, **hub_kwargs(kwargs)).float()
         diff = max_output_difference(model.float(), reference, example_inputs(model.config))
         if diff > atol:
             raise RuntimeError(f"converted model differs from transformers' by {diff:.2e} > {atol}; nothing written")

@@ -6,7 +6,7 @@ Each converter reads the architecture from the checkpoint's own stored config (f
 fine-tune's `cfg["model"]["w2v_args"]["model"]`, text's nested `cfg["model"]["transformer"]`; BEiT: the `args`
 Namespace plus tensor shapes), maps every tensor by a rename table whose rules each say why
 (`conversion_fairseq_base.Rule`), fuses fairseq's separate q / k / v projections into our one `qkv`
-(`conversion._fuse_qkv`), and converts the EMA teacher (`_ema`, `encoder._ema`, `model_ema`) to the keys of
+(`conversion.fuse_qkv`), and converts the EMA teacher (`_ema`, `encoder._ema`, `model_ema`) to the keys of
 `Data2VecForPreTraining(config).teacher.model`. They register by kind in `conversion_fairseq_base.CONVERTERS`, whose
 helpers they share with the 2.0 converters; `conversion_fairseq.convert_fairseq_checkpoint` dispatches.
 Layouts, cfg fields and quirks, with citations: docs/fairseq-layouts.md sections 5-10.
@@ -19,7 +19,7 @@ import re
 import torch
 
 from .configuration_data2vec import Data2VecConfig
-from .conversion import _fuse_qkv
+from .conversion import fuse_qkv
 from .conversion_fairseq_base import (
     ConvertedCheckpoint,
     RenameTable,
@@ -125,7 +125,7 @@ def _layer_rules(src: str, dst: str) -> list[Rule]:
 
 def _rename(rules: list[Rule], state: dict, source: str) -> tuple[dict, dict]:
     mapped, dropped = RenameTable(rules).apply(state, source)
-    return _fuse_qkv(mapped), dropped
+    return fuse_qkv(mapped), dropped
 
 
 # ---- data2vec 1.0 audio ------------------------------------------------------------------------------------------

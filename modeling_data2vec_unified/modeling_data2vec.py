@@ -30,6 +30,7 @@ from .checkpoint_files import (
     TRANSFORMERS_MODEL_TYPES,
     check_local_path,
     checkpoint_modality,
+    load_transformers_checkpoint,
     read_config_dict,
     unreadable_weights_error,
 )
@@ -847,10 +848,9 @@ class Data2VecPreTrainedModel(PreTrainedModel):
                 cls._check_modality(config_dict.get("modality", "vision"), pretrained_model_name_or_path)
                 return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
             if model_type in TRANSFORMERS_MODEL_TYPES:
-                from .conversion import load_from_transformers  # the rename tables: only for these checkpoints
-
                 cls._check_modality(TRANSFORMERS_MODEL_TYPES[model_type], pretrained_model_name_or_path)
-                return load_from_transformers(cls, pretrained_model_name_or_path, config_dict, *model_args, **kwargs)
+                return load_transformers_checkpoint(cls, pretrained_model_name_or_path, config_dict, *model_args,
+                                                    **kwargs)
         except SafetensorError as error:  # safetensors names neither the file nor the fix
             raise unreadable_weights_error(pretrained_model_name_or_path, error, **kwargs) from error
         known = ", ".join([Data2VecConfig.model_type, *TRANSFORMERS_MODEL_TYPES])

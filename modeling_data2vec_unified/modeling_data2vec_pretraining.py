@@ -33,12 +33,12 @@ def _checkpoint_file(name_or_path, filename: str, kwargs: dict) -> str | None:
     """The path of `filename` in a local checkpoint folder or a Hub repo (downloaded), or None where it has none."""
     from transformers.utils import cached_file
 
-    from .checkpoint_files import _hub_kwargs
+    from .checkpoint_files import hub_kwargs
 
     if name_or_path is None:
         return None
     return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False,
-                       _raise_exceptions_for_connection_errors=False, **_hub_kwargs(kwargs))
+                       _raise_exceptions_for_connection_errors=False, **hub_kwargs(kwargs))
 
 
 def _check_teacher_file(path: str) -> None:
@@ -104,7 +104,7 @@ def masked_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def _eval_mode(module: nn.Module):
+def eval_mode(module: nn.Module):
     """Runs `module` without dropout / layer drop, then restores every submodule's own mode."""
     modes = [(m, m.training) for m in module.modules()]
     module.train(False)
@@ -479,7 +479,7 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
         here when not given)."""
         c, m = self.config, self.data2vec
         if tokens is None:
-            with _eval_mode(m.embeddings):
+            with eval_mode(m.embeddings):
                 tokens = m.embed(batch)
         teacher = self.teacher
         dtype = next(teacher.parameters()).dtype
@@ -491,7 +491,7 @@ class Data2VecForPreTraining(Data2VecPreTrainedModel):
             own = FrontEndOutput(tokens.hidden_states.detach().to(dtype), tokens.attention_mask)
             out = teacher.model.encode(teacher.model.contextualize(own), **outputs)
         else:
-            with _eval_mode(m.embeddings):
+            with eval_mode(m.embeddings):
                 front = m.contextualize(m.embed(batch, features=tokens.extract_features))
             front.hidden_states = front.hidden_states.to(dtype)
             out = teacher(front.hidden_states, front.attention_mask, front.grid, **outputs)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 
 from .masking import DataCollatorForData2VecPretraining
-from .probe import _real_positions, pool
+from .probe import real_positions, pool
 
 REPRESENTATIONS = ("front_end", "student", "teacher")
 COLLAPSE_RATIO = 0.2  # a pooled spread below this share of its value at the start of the run is a collapse
@@ -66,7 +66,7 @@ def pooled_representations(model, examples: Sequence[dict], batch_size: int = 32
         for start in range(0, len(examples), batch_size):
             batch = {k: v.to(device) for k, v in collator.collate_inputs(examples[start : start + batch_size]).items()}
             states = model.data2vec(**batch, output_hidden_states=True).hidden_states
-            real = _real_positions(config, batch, states[-1].shape[1], device)
+            real = real_positions(config, batch, states[-1].shape[1], device)
             top = torch.stack(states[-STUDENT_TOP_LAYERS:]).mean(0).float()
             out["front_end"].append(pool(states[0].float(), real, "mean"))
             out["student"].append(pool(top, real, "mean"))

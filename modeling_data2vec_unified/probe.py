@@ -45,7 +45,7 @@ def pool(hidden: torch.Tensor, real: torch.Tensor, pooling: str) -> torch.Tensor
     return torch.cat([mean, var.sqrt()], dim=-1)  # (B, 2D)
 
 
-def _real_positions(config, batch: dict, T: int, device) -> torch.Tensor:
+def real_positions(config, batch: dict, T: int, device) -> torch.Tensor:
     """(B, T) 1 where a position holds the input (vision: patches, not the CLS token; text and audio: not padding)."""
     if config.modality == "vision":
         real = torch.ones(len(batch["pixel_values"]), T, device=device)
@@ -75,7 +75,7 @@ def extract_features(model, examples: Sequence[dict], top_layers: Sequence[int] 
         batch = collator.collate_inputs(examples[start : start + batch_size])
         batch = {k: v.to(device) for k, v in batch.items()}
         states = model(**batch, output_hidden_states=True).hidden_states
-        real = _real_positions(config, batch, states[-1].shape[1], device)
+        real = real_positions(config, batch, states[-1].shape[1], device)
         for k in top_layers:
             hidden = torch.stack(states[-k:]).mean(0).float()  # (B, T, D)
             features[k].append(pool(hidden, real, pooling).cpu().numpy())

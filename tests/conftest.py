@@ -2,11 +2,10 @@
 
 import socket
 
+import modeling_data2vec_unified as d2v
 import pytest
 import torch
 import transformers
-
-import modeling_data2vec_unified as d2v
 
 torch.set_num_threads(2)
 

@@ -8,17 +8,22 @@ from pathlib import Path
 import modeling_data2vec_unified
 
 PACKAGE = modeling_data2vec_unified.__name__
+
+
 ROOT = Path(modeling_data2vec_unified.__file__).parent
+
 
 # what modeling_data2vec.py may import from the package, and why: at the top of the file ...
 MODELING_IMPORTS = {
     "configuration_data2vec": "its config",
     "input_checks": "the checks of its inputs (shapes, ids, attention masks, image layout)",
-    "checkpoint_files": "from_pretrained: finding a checkpoint, reading its config.json, naming unreadable weights",
+    "checkpoint_files": "from_pretrained: finding a checkpoint, reading its config.json, naming unreadable weights, "
+                        "handing transformers' Data2Vec* checkpoints to their conversion",
 }
+
+
 # ... and inside the methods that need them
 MODELING_LAZY_IMPORTS = {
-    "conversion": "from_pretrained of transformers' Data2Vec* checkpoints: the rename tables",
     "sharing": "save_pretrained / push_to_hub: the code and the model card a saved folder carries",
 }
 
@@ -183,8 +188,8 @@ def test_no_import_cycles():
 
 def test_the_modeling_file_imports_only_what_a_model_needs():
     """modeling_data2vec.py (the models, and what a `trust_remote_code` folder runs) imports from the package only
-    its config, the input checks and the checkpoint-file helpers, plus, inside the methods that need them, the
-    transformers-checkpoint conversion and the sharing helpers: no masks, no collator, no training code."""
+    its config, the input checks and the checkpoint-file helpers, plus, inside the methods that need them, the sharing
+    helpers: no conversion, no masks, no collator, no training code."""
     modules = module_names()
     name = f"{PACKAGE}.modeling_data2vec"
     top = {short(m) for m in imported_modules(name, modules[name], modules, top_level_only=True)}

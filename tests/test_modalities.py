@@ -6,14 +6,13 @@ import modeling_data2vec_unified.data.preparation as preparation
 import modeling_data2vec_unified.input_checks as input_checks
 import modeling_data2vec_unified.masking as masking
 import modeling_data2vec_unified.modeling_data2vec as modeling
+import pytest
 from modeling_data2vec_unified.configuration_data2vec import MODALITIES as CONFIG_MODALITIES
 from modeling_data2vec_unified.configuration_data2vec import MODALITY_DEFAULTS
 from modeling_data2vec_unified.mask_types import MASK_TYPES
 from modeling_data2vec_unified.modalities import MODALITIES, MODALITY_INFO, modality_info
 from modeling_data2vec_unified.probe import POOLING, RAW_FEATURES
 from modeling_data2vec_unified.training import recipes
-
-import pytest
 
 
 def test_every_per_modality_table_covers_exactly_the_described_modalities():

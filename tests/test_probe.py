@@ -4,10 +4,9 @@ and the raw-input references. Tiny configs, a handful of examples."""
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel
-
 from modeling_data2vec_unified.masking import DataCollatorForData2VecPretraining
 from modeling_data2vec_unified.probe import POOLING, extract_features, pool, raw_input_probe, spectrogram_features
+from transformers import AutoModel
 
 from conftest import tiny_config, tiny_examples
 

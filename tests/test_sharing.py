@@ -9,21 +9,21 @@ import textwrap
 from pathlib import Path
 
 import huggingface_hub
+import modeling_data2vec_unified as d2v
 import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard
-from transformers import AutoModelForImageClassification, BeitImageProcessor, Trainer, TrainingArguments
-
-import modeling_data2vec_unified as d2v
 from modeling_data2vec_unified import metrics
 from modeling_data2vec_unified.conversion import example_inputs
+from transformers import AutoModelForImageClassification, BeitImageProcessor, Trainer, TrainingArguments
 
 from conftest import tiny_config
 
 CODE = {"configuration_data2vec.py", "modeling_data2vec.py", "modeling_data2vec_heads.py",
-        "modeling_data2vec_pretraining.py", "ema.py", "masking.py", "conversion.py", "sharing.py",
+        "modeling_data2vec_pretraining.py", "ema.py", "masking.py", "sharing.py",
         "mask_types.py", "input_checks.py", "checkpoint_files.py", "modalities.py"}
+
 
 # (class, auto class name, config overrides)
 MODELS = {
@@ -38,6 +38,7 @@ MODELS = {
     "audio-cls": (d2v.Data2VecForAudioClassification, "AutoModelForAudioClassification", "audio",
                   dict(num_labels=2)),
 }
+
 
 LOADER = textwrap.dedent("""
     import importlib.abc, json, sys
@@ -71,6 +72,7 @@ def _outputs(model, inputs: dict) -> dict:
     return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
 
 
+@pytest.mark.slow
 def test_saved_folders_load_with_remote_code_without_the_package(tmp_path):
     jobs, expected = [], {}
     for name, (cls, auto, modality, overrides) in MODELS.items():

@@ -201,7 +201,7 @@ class PretrainingArguments:
             raise ValueError(f"--output_dir {args.output_dir} is a file, not a folder: give a folder (created if "
                              "missing)")
         if args.config:
-            _read_json(args.config, "--config", CONFIG_EXPECTED)
+            read_json(args.config, "--config", CONFIG_EXPECTED)
         recipe = {**(OPTIMIZER_DEFAULTS_V2 if v2 else OPTIMIZER_DEFAULTS)[args.modality],
                   **(TINY_OPTIMIZER.get(args.modality, {}) if args.model_size == "tiny" and not v2 else {})}
         for name, value in recipe.items():
@@ -261,7 +261,7 @@ class PretrainingArguments:
 CONFIG_EXPECTED = "a config.json written by save_pretrained (or Data2VecConfig.to_json_file)"
 
 
-def _read_json(path, what: str, expected: str) -> dict:
+def read_json(path, what: str, expected: str) -> dict:
     """A JSON object from `path`, or a ValueError naming the file, what it was given as and what it should be."""
     try:
         value = json.loads(Path(path).read_text())
@@ -274,7 +274,7 @@ def _read_json(path, what: str, expected: str) -> dict:
     return value
 
 
-def _launcher_processes() -> int | None:
+def launcher_processes() -> int | None:
     """The process count `accelerate launch` was asked for (its --num_processes, read from the parent process's
     command line: accelerate does not pass it on when it starts a single process), or None when not known."""
     if "ACCELERATE_MIXED_PRECISION" not in os.environ or "WORLD_SIZE" in os.environ:
@@ -352,7 +352,7 @@ SCHEDULE_FLAGS = ("max_steps", "learning_rate", "lr_scheduler_type", "warmup_ste
 
 
 # the warm-up a resume compares is in steps; a run that never set --warmup_steps got it from --warmup_ratio
-_RATIO_NOTE = "; without --warmup_steps it is --warmup_ratio x --max_steps"
+RATIO_NOTE = "; without --warmup_steps it is --warmup_ratio x --max_steps"
 
 
 def parse_duration(text: str | float) -> float:
@@ -385,7 +385,7 @@ def _source_algorithm(args: PretrainingArguments) -> str | None:
 
         return read_config_dict(args.init_from).get("algorithm", "data2vec")
     if args.config:
-        return _read_json(args.config, "--config", CONFIG_EXPECTED).get("algorithm", "data2vec")
+        return read_json(args.config, "--config", CONFIG_EXPECTED).get("algorithm", "data2vec")
     return None
 
 

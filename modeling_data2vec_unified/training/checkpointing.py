@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from ..ema import local_tensor
 from ..modeling_data2vec_pretraining import TEACHER_WEIGHTS
-from .arguments import _RATIO_NOTE, SCHEDULE_FLAGS, _read_json
+from .arguments import RATIO_NOTE, SCHEDULE_FLAGS, read_json
 
 logger = logging.getLogger("modeling_data2vec_unified.trainer")
 
@@ -38,7 +38,7 @@ STREAM_STATE = "stream_state_{}.json"  # --streaming: one per process, each Data
 # pickles accelerate's load_state would read that our checkpoints never hold: its registered objects (unpickled with
 # weights_only=False: any code runs) and its RNG states (which we write as safetensors instead)
 FOREIGN_PICKLES = re.compile(r"^(custom_checkpoint_\d+\.pkl|random_states_\d+\.pkl)$")
-def _damaged_safetensors(folder: Path) -> list[str]:
+def damaged_safetensors(folder: Path) -> list[str]:
     """The .safetensors files of `folder` that cannot be opened and are not another format put in their place (a
     pickle or a torch zip, which `load_checkpoint` reports as files the trainer did not write): truncated or damaged."""
     damaged = []
@@ -103,7 +103,7 @@ def set_rng_states(states: dict, device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def _rng_untouched(device: torch.device):
+def rng_untouched(device: torch.device):
     """Restores this process's RNG states (`rng_states`) on exit."""
     states = rng_states(device)
     try:
@@ -168,7 +168,7 @@ class Checkpointer:
         """A checkpoint to resume must be ours, of this model (`config`, `num_parameters`), saved as this run is
         set up (FSDP, processes, schedule flags), complete, and hold no pickle that resuming would read."""
         fix = "resume from another checkpoint-N of the run, or start a new --output_dir"
-        state = _read_json(path / TRAINER_STATE, "the checkpoint's", f"the {TRAINER_STATE} data2vec-pretrain writes "
+        state = read_json(path / TRAINER_STATE, "the checkpoint's", f"the {TRAINER_STATE} data2vec-pretrain writes "
                                                                         f"(a damaged copy?); {fix}")
         lacking = [k for k in ("global_step", "micro_batches", "modality") if k not in state]
         if lacking:
@@ -217,7 +217,7 @@ class Checkpointer:
         if changed:
             raise ValueError(
                 f"checkpoint {path} was saved by a run with other schedule flags: "
-                + ", ".join(f"--{k} {old} (now {new}{_RATIO_NOTE if k == 'warmup_steps' else ''})"
+                + ", ".join(f"--{k} {old} (now {new}{RATIO_NOTE if k == 'warmup_steps' else ''})"
                             for k, (old, new) in changed.items())
                 + ". A resume continues the saved run exactly: pass its values again. To train on with new ones, start "
                   "a new run from its weights: --init_from <the run's output_dir> (after it finished) in another "
@@ -352,7 +352,7 @@ class Checkpointer:
             if rng.is_file():
                 load_rng_state(rng, acc.device)
         except (pickle.UnpicklingError, SafetensorError) as error:  # weights_only refused a file that names code
-            damaged = _damaged_safetensors(path)
+            damaged = damaged_safetensors(path)
             if damaged:
                 raise ValueError(
                     f"checkpoint {path}: {', '.join(damaged)} cannot be read (truncated or damaged, e.g. by a copy cut "

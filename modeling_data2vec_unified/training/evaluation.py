@@ -19,9 +19,9 @@ from accelerate.utils import set_seed
 
 from ..masking import SeededBatch
 from ..modalities import MODALITY_INFO
-from ..modeling_data2vec_pretraining import Data2VecForPreTraining, _eval_mode
+from ..modeling_data2vec_pretraining import Data2VecForPreTraining, eval_mode
 from .arguments import PretrainingArguments
-from .checkpointing import _rng_untouched
+from .checkpointing import rng_untouched
 from .metrics import MetricsReporter
 
 logger = logging.getLogger("modeling_data2vec_unified.trainer")
@@ -52,7 +52,7 @@ class Evaluation:
         eval_loss (and eval_target_var / eval_pred_var)."""
         acc, size = self.accelerator, self.args.per_device_train_batch_size
         total, weights, target_var, pred_var = 0.0, 0, 0.0, 0.0
-        with _rng_untouched(acc.device), _eval_mode(model):
+        with rng_untouched(acc.device), eval_mode(model):
             for i, start in enumerate(range(0, len(self.validation), size)):
                 indices = list(range(start, min(start + size, len(self.validation))))
                 batch = self.collator(SeededBatch(self.validation.__getitems__(indices), (self.args.seed, 10**6, i)))
@@ -81,7 +81,7 @@ class Evaluation:
             elapsed = self.reporter.seconds()
             train, test = (split[:n] for split, n in zip((self.data.probe.train, self.data.probe.test),
                                                          PERIODIC_PROBE_EXAMPLES))
-            with _rng_untouched(acc.device):
+            with rng_untouched(acc.device):
                 metrics = {"probe/pretrained": linear_probe(model.data2vec, train, test)[2]}
                 if not self.reporter.ever_logged("probe/random_init"):  # once per run (also over resumes)
                     metrics["probe/random_init"] = linear_probe(self.initial_encoder(config), train, test)[2]
@@ -169,7 +169,7 @@ class HealthCheck:
         from ..monitor import representation_health
 
         # eager: the check's padded eval-mode shapes would add graphs to --torch_compile's regions for no gain
-        with _rng_untouched(self.accelerator.device), eager_regions(model, model.teacher):
+        with rng_untouched(self.accelerator.device), eager_regions(model, model.teacher):
             return representation_health(model, self.examples)
 
     def begin(self, model: Data2VecForPreTraining, step: int) -> None:

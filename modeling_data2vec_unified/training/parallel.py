@@ -102,12 +102,12 @@ def gather_full_model(model, accelerator: Accelerator) -> Data2VecForPreTraining
     shards, on the main process (the others get None; all must call this: it is a collective)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    from .checkpointing import _rng_untouched
+    from .checkpointing import rng_untouched
 
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not accelerator.is_main_process:
         return None
-    with _rng_untouched(accelerator.device):  # building the copy draws initial weights: not the run's RNG
+    with rng_untouched(accelerator.device):  # building the copy draws initial weights: not the run's RNG
         plain = Data2VecForPreTraining(model.config)
     plain.load_state_dict(full, strict=True)
     return plain.to(accelerator.device).train(model.training)

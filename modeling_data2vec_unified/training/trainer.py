@@ -49,7 +49,7 @@ from ..masking import DataCollatorForData2VecPretraining, SeededBatch
 from ..modalities import MODALITY_INFO
 from ..modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining
 from ..optimization import parameter_groups
-from .arguments import _launcher_processes, parse_overrides, precision_source, PretrainingArguments
+from .arguments import launcher_processes, parse_overrides, precision_source, PretrainingArguments
 from .checkpointing import Checkpointer, TRAINER_STATE, TrainerState
 from .evaluation import Evaluation, HealthCheck
 from .metrics import console_has_live_bar, MetricsReporter, StepTally
@@ -212,7 +212,7 @@ def build_accelerator(args: PretrainingArguments, ddp: DistributedDataParallelKw
     if launched != acc.num_processes:
         raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but accelerate set up "
                            f"{acc.num_processes}: check the launcher's settings (accelerate config)")
-    asked = _launcher_processes()
+    asked = launcher_processes()
     if asked and asked > acc.num_processes:
         logger.warning(
             f"`accelerate launch` was asked for {asked} processes but started {acc.num_processes}: on "
