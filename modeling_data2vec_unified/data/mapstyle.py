@@ -140,6 +140,12 @@ def _images(preparation: ImagePreparation, rows, column, label_column, seed, sou
         train = InMemoryExamples("pixel_values", torch.stack([e["pixel_values"] for e in examples]))
     else:
         preparation.check(train.__getitems__(range(min(NUM_CHECKED, len(train)))), source)
+    return _prepared(preparation, train, rows, label_column, seed, source)
+
+
+def _prepared(preparation, train, rows, label_column, seed, source) -> PretrainingData:
+    """The prepared examples `train` of `source` (whose labels, if any, are `rows`' `label_column`) as the trainer
+    takes them: with the processor, the config fields it sets, the probe's splits and a description."""
     return PretrainingData(
         train=train,
         processor=preparation.processor,
@@ -184,13 +190,7 @@ def _audio(preparation: AudioPreparation, rows, column, label_column, seed, sour
         train = InMemoryExamples("input_values", [e["input_values"] for e in all_examples(train)])
     else:
         preparation.check(train.__getitems__(range(min(NUM_CHECKED, len(train)))), source)  # unreadable files fail
-    return PretrainingData(
-        train=train,
-        processor=preparation.processor,
-        config_updates=preparation.config_updates(),
-        probe=_probe(rows, label_column, lambda indices: all_examples(train, indices), seed),
-        description=f"{source}: {len(train)} {preparation.describe()}",
-    )
+    return _prepared(preparation, train, rows, label_column, seed, source)
 
 
 # modality -> how its rows become map-style examples: (preparation, rows, column, label_column, seed, source,
