@@ -2,8 +2,8 @@
 
 The one source of `mask_type`'s allowed values: `MaskType` is the config's type hint, `MASK_TYPES` (which algorithm
 and modality take which) its check, `masking.py` registers a strategy under each name (and refuses one not named
-here), and tests/models/test_masking.py checks that the docs name the same. A new strategy: its name here, its function in
-`masking.py` registered under that name.
+here), and tests/models/test_config.py checks that the docs name the same. A new strategy: its name here, its
+function in `masking.py` registered under that name.
 
 `num_visible` is data2vec 2.0's contract between the masks and the model: how many tokens every mask leaves
 visible, read by the model, the input checks and the strategies alike. This module imports neither torch nor numpy

@@ -57,13 +57,15 @@ from .mask_types import MASK_TYPES, num_visible
 class MaskLayout:
     """Where one batch's masks go: `rows` masks of `num_tokens` positions each (text tokens, vision patches in
     row-major order, audio frames). `real` (rows, num_tokens) marks the positions that hold input, not padding;
-    `maskable` those a 1.0 mask may cover (the real ones, less text's special tokens); `grid`: vision's patch grid."""
+    `maskable` those a 1.0 mask may cover (the real ones, less text's special tokens); `grid`: vision's patch grid;
+    `token_ids`: text's ids on the host (the 1.0 student's view is drawn from them)."""
 
     rows: int
     num_tokens: int
     real: np.ndarray
     maskable: np.ndarray | None = None  # None: every real position
     grid: tuple[int, int] | None = None
+    token_ids: np.ndarray | None = None
 
     def __post_init__(self):
         if self.maskable is None:
@@ -160,9 +162,6 @@ def corrupt_text(
     return out
 
 
-# ---- vision ----------------------------------------------------------------------------------------------------
-
-
 @register_mask("data2vec", "span", "text")
 def text_spans(config: Data2VecConfig, layout: MaskLayout, rng: np.random.Generator) -> np.ndarray:
     """data2vec text: `text_span_mask` over the maskable (real, non-special) tokens."""
@@ -220,9 +219,6 @@ def block_mask(
             break
         count += added
     return (mask, blocks) if return_blocks else mask
-
-
-# ---- audio -----------------------------------------------------------------------------------------------------
 
 
 def num_masked_patches(config: Data2VecConfig, grid: tuple[int, int]) -> int:
@@ -294,9 +290,6 @@ def time_span_mask(
             if len(masked) > target:
                 mask[row, rng.choice(masked, len(masked) - target, replace=False)] = False
     return mask
-
-
-# ---- data2vec 2.0: exact counts, every row of a batch the same ------------------------------------------------
 
 
 @register_mask("data2vec", "span", "audio")
@@ -399,7 +392,7 @@ def _text_layout(config: Data2VecConfig, batch: Mapping, attention: torch.Tensor
     check_token_ids(ids, "input_ids", config.vocab_size, config.pad_token_id)
     ids = ids.numpy()
     real = np.ones(ids.shape, bool) if attention is None else attention.numpy().astype(bool)
-    return MaskLayout(len(ids), ids.shape[1], real, real & ~np.isin(ids, _special_ids(config)))
+    return MaskLayout(len(ids), ids.shape[1], real, real & ~np.isin(ids, _special_ids(config)), token_ids=ids)
 
 
 def _vision_layout(config: Data2VecConfig, batch: Mapping, attention: torch.Tensor | None) -> MaskLayout:
@@ -442,7 +435,7 @@ def draw_mask(config: Data2VecConfig, rng: np.random.Generator, **batch) -> dict
     if c.modality != "text":
         return {MASK_INPUT[c.modality]: torch.from_numpy(mask)}
     masked_ids = corrupt_text(  # the 1.0 student's view: <mask>, a random token or the same token where masked
-        batch["input_ids"].cpu().numpy(), mask, rng, c.mask_token_id, c.vocab_size, c.mask_random_token_prob,
+        layout.token_ids, mask, rng, c.mask_token_id, c.vocab_size, c.mask_random_token_prob,
         c.mask_leave_unmasked_prob, _special_ids(c),
     )
     return {"masked_input_ids": torch.from_numpy(masked_ids), "bool_masked_pos": torch.from_numpy(mask)}

@@ -1,5 +1,5 @@
-"""`--streaming`'s names where the trainer, the tests and users import them; the code is in `data/streaming.py`
-(the stream: `data/sources.py`; the per-row preparation, map-style's: `data/preparation.py`)."""
+"""`--streaming`'s names at their import path from before the `data/` package (kept for users' code). The code is in
+`data/streaming.py` (the stream: `data/sources.py`; the per-row preparation, map-style's: `data/preparation.py`)."""
 
 from .data.preparation import IMAGE_STATS_ROWS, AudioRateError, ShortClip  # noqa: F401 (re-exported)
 from .data.sources import AUDIO_STRUCT, STREAM_LOADERS, open_stream  # noqa: F401

@@ -309,7 +309,7 @@ class Checkpointer:
     def _save_shards(self, path: Path, model, objective, optimizer) -> None:
         """--fsdp: this process's shards (local tensors of the DTensors) of the student, the teacher and the AdamW
         state in one safetensors file; AdamW's hyper-parameters and the teacher's update count as its metadata."""
-        teacher, optimizer = objective.teacher, _inner(optimizer)
+        teacher, optimizer = objective.teacher, torch_optimizer(optimizer)
         tensors = {f"model.{k}": local_tensor(v) for k, v in model.state_dict().items()}
         tensors.update({f"teacher.{k}": v for k, v in teacher.local_state().items()})
         state = optimizer.state_dict()
@@ -396,7 +396,7 @@ class Checkpointer:
                                                 if k.startswith("teacher.")}, int(metadata["teacher_updates"]))
         except ValueError as error:
             raise ValueError(f"{path} does not hold this model's teacher shards: {error}") from error
-        optimizer = _inner(optimizer)
+        optimizer = torch_optimizer(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         state = {}
         for key, value in tensors.items():
@@ -424,11 +424,11 @@ class Checkpointer:
                 f"{workers}: each worker's stream position is exact only for the same "
                 f"split. Resume with --dataloader_num_workers {saved['num_workers']} on {saved['num_processes']} "
                 "process(es)")
-        from ..streaming import StreamPosition
+        from ..data.streaming import StreamPosition
 
         return {int(k): StreamPosition(**v) for k, v in saved["positions"].items()}
 
 
-def _inner(optimizer):
+def torch_optimizer(optimizer):
     """The torch optimizer inside accelerate's wrapper (or the optimizer itself)."""
     return getattr(optimizer, "optimizer", optimizer)

@@ -50,7 +50,7 @@ from ..modalities import MODALITY_INFO
 from ..modeling_data2vec_pretraining import Data2VecCollapseError, Data2VecForPreTraining
 from ..optimization import parameter_groups
 from .arguments import launcher_processes, parse_overrides, precision_source, PretrainingArguments
-from .checkpointing import Checkpointer, TRAINER_STATE, TrainerState
+from .checkpointing import Checkpointer, torch_optimizer, TRAINER_STATE, TrainerState
 from .evaluation import Evaluation, HealthCheck
 from .metrics import console_has_live_bar, MetricsReporter, StepTally
 from ..sharing import create_hub_repo, push_folder
@@ -241,7 +241,7 @@ def load_data(args: PretrainingArguments, config: Data2VecConfig, accelerator: A
                   tokenizer_vocab_size=args.tokenizer_vocab_size, skip_bad_examples=args.skip_bad_examples,
                   seed=args.seed, resample_audio=args.resample_audio, min_audio_seconds=args.min_audio_seconds)
     if args.streaming:
-        from ..streaming import load_streaming_data
+        from ..data.streaming import load_streaming_data
 
         return load_streaming_data(
             config, args.dataset, **common, tokenizer_examples=args.streaming_tokenizer_examples,
@@ -440,7 +440,7 @@ class Data2VecPretrainer:
         """This process's batches from data position `start` (micro-batches already consumed)."""
         acc, args = self.accelerator, self.args
         if self.streaming:
-            from ..streaming import stream_batches
+            from ..data.streaming import stream_batches
 
             return stream_batches(self.data.train, self.collator, args.dataloader_num_workers, start,
                                   self.stream_positions, args.seed, pin_memory=acc.device.type == "cuda")
@@ -596,7 +596,7 @@ class Data2VecPretrainer:
         tally.add_step(step, grad_norm, finite, ~torch.isfinite(step_loss) if args.mixed_precision == "fp16"
                        else ~finite)
         if self._fused:  # skip on the device: a fused AdamW reads `found_inf` (GradScaler's mechanism)
-            getattr(self.optimizer, "optimizer", self.optimizer).found_inf = (~finite).float()
+            torch_optimizer(self.optimizer).found_inf = (~finite).float()
             self.optimizer.step()
         elif bool(finite):  # only where the device has no fused AdamW: one host check per step
             self.optimizer.step()
